@@ -1,0 +1,1 @@
+"""The ingestion pipeline: bounded queue, batcher, worker, retry and disk spool."""
