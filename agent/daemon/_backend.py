@@ -1,0 +1,124 @@
+"""Where the daemon puts accepted events: the pipeline, or an in-memory double for tests.
+
+The server only needs four operations, so it talks to a :class:`Backend` and not to the
+pipeline directly: ``submit`` (memory durability: O(1) per event, never blocks),
+``submit_durable`` (disk durability: returns once the events are group-committed to the
+spool; called on a worker thread), ``flush`` and ``stats``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from agent.daemon._protocol import Event, Flushed, event_to_item
+
+if TYPE_CHECKING:
+    from agent._models import Score, Step, Thread
+    from agent.pipeline import Pipeline
+
+__all__ = ["Backend", "MemoryBackend", "PipelineBackend"]
+
+
+class Backend(Protocol):
+    """What the server feeds. Implementations are thread-safe."""
+
+    def submit(self, events: Sequence[Event]) -> int:
+        """Accept events into memory; returns how many were accepted (the rest were dropped)."""
+        ...
+
+    def submit_durable(self, events: Sequence[Event]) -> int:
+        """Accept events and return once they are on disk; 0 when they could not be stored."""
+        ...
+
+    def flush(self, timeout: float) -> Flushed:
+        """Deliver or spool what is held, waiting up to ``timeout`` seconds."""
+        ...
+
+    def stats(self) -> dict[str, Any]:
+        """Counters and gauges, JSON-ready."""
+        ...
+
+
+class PipelineBackend:
+    """The production backend: events become Steps/Scores/Threads in the pipeline."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+
+    def submit(self, events: Sequence[Event]) -> int:
+        enqueue = self.pipeline.enqueue
+        return sum(1 for event in events if enqueue(event_to_item(event)))
+
+    def submit_durable(self, events: Sequence[Event]) -> int:
+        items = [event_to_item(event) for event in events]
+        return len(items) if self.pipeline.enqueue_durable(items) else 0
+
+    def flush(self, timeout: float) -> Flushed:
+        result = self.pipeline.flush(timeout)
+        return Flushed(
+            delivered=result.delivered,
+            spooled=result.spooled,
+            pending=result.pending,
+            timed_out=result.timed_out,
+        )
+
+    def stats(self) -> dict[str, Any]:
+        data: dict[str, Any] = self.pipeline.stats().as_dict()
+        return data
+
+
+class MemoryBackend:
+    """A real in-process backend that keeps what it accepts in a list (tests, benchmarks).
+
+    ``capacity`` bounds what it holds: past it, events are refused (counted as dropped).
+    ``keep=False`` only counts (the benchmark's sink).
+    """
+
+    def __init__(self, *, capacity: int | None = None, keep: bool = True) -> None:
+        self.items: list[Step | Score | Thread] = []
+        self.accepted = 0
+        self.dropped = 0
+        self.durable_batches = 0
+        self._capacity = capacity
+        self._keep = keep
+        self._cond = threading.Condition()
+
+    def submit(self, events: Sequence[Event]) -> int:
+        with self._cond:
+            room = len(events)
+            if self._capacity is not None:
+                room = max(0, min(room, self._capacity - self.accepted))
+            if self._keep:
+                self.items.extend(event_to_item(e) for e in events[:room])
+            self.accepted += room
+            self.dropped += len(events) - room
+            self._cond.notify_all()
+            return room
+
+    def submit_durable(self, events: Sequence[Event]) -> int:
+        accepted = self.submit(events)
+        with self._cond:
+            self.durable_batches += 1
+        return accepted
+
+    def flush(self, timeout: float) -> Flushed:
+        with self._cond:
+            return Flushed(delivered=self.accepted)
+
+    def stats(self) -> dict[str, Any]:
+        with self._cond:
+            return {"accepted": self.accepted, "dropped": self.dropped, "queue_depth": 0}
+
+    def wait_for(self, count: int, timeout: float) -> bool:
+        """Block until at least ``count`` events were accepted, or ``timeout`` passes."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self.accepted < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+            return True
