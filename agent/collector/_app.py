@@ -1,0 +1,351 @@
+"""The collector's ASGI app (Starlette): routes, API-key auth, body limits, REST endpoints.
+
+Routes (protocol §1.1 and §4): ``POST /api/graphql``, ``POST /api/upload/file`` (signing),
+``POST|PUT /api/upload/direct/<token>`` (one-time upload target, no API key),
+``GET /api/files/<object key>?token=...`` (signed read), ``POST /api/export/dataset``,
+``POST /api/my-project`` and ``GET /health``. Blocking work (SQLite, files, GraphQL execution)
+runs in worker threads; the event loop only moves bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from email.parser import BytesParser
+from email.policy import HTTP
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import anyio
+import msgspec
+import structlog
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import Route
+
+from agent.collector._graphql import BadRequestError, GraphQLService
+from agent.collector._resolvers import RequestContext
+from agent.collector._storage import Record, Storage, Write
+
+log = structlog.get_logger(__name__)
+
+#: Default largest request body accepted (bytes).
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+#: How long a one-time upload URL stays valid (seconds), and how many may be pending.
+UPLOAD_TOKEN_TTL = 600.0
+MAX_PENDING_UPLOADS = 10_000
+#: Longest accepted ``x-env`` header value.
+MAX_ENV_LENGTH = 64
+
+_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,199}$")
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder()
+
+
+class HTTPError(Exception):
+    """An error answered as ``{"message": ...}`` with an HTTP status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _json(value: Any, status: int = 200) -> Response:
+    return Response(_encoder.encode(value), status_code=status, media_type="application/json")
+
+
+@dataclass(slots=True)
+class _PendingUpload:
+    object_key: str
+    mime: str
+    expires: float
+
+
+class Collector:
+    """State shared by the routes: storage, keys, limits, upload tokens and file signing."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        api_keys: Sequence[str],
+        max_body_bytes: int,
+        upload_dir: Path,
+        public_url: str | None,
+    ) -> None:
+        if not api_keys:
+            raise ValueError("at least one API key is required")
+        self.storage = storage
+        self.graphql = GraphQLService(storage)
+        self._keys = [k.encode() for k in api_keys]
+        self.max_body_bytes = max_body_bytes
+        self.upload_dir = upload_dir
+        self.public_url = public_url.rstrip("/") if public_url else None
+        self._secret = storage.setting("file_signing_secret", secrets.token_hex(32)).encode()
+        self._uploads: OrderedDict[str, _PendingUpload] = OrderedDict()
+
+    # -- request helpers -------------------------------------------------------------------
+
+    def check_key(self, request: Request) -> None:
+        given = request.headers.get("x-api-key", "").encode()
+        if not any(hmac.compare_digest(given, key) for key in self._keys):
+            raise HTTPError(401, "Missing or invalid API key (x-api-key header)")
+
+    async def read_body(self, request: Request) -> bytes:
+        limit = self.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            try:
+                if int(declared) > limit:
+                    raise HTTPError(413, f"Request body larger than {limit} bytes")
+            except ValueError:
+                raise HTTPError(400, "Invalid Content-Length header") from None
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise HTTPError(413, f"Request body larger than {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def read_json(self, request: Request) -> dict[str, Any]:
+        body = await self.read_body(request)
+        try:
+            value = _decoder.decode(body) if body.strip() else {}
+        except msgspec.DecodeError as exc:
+            raise HTTPError(400, f"Malformed JSON body: {exc}") from None
+        if not isinstance(value, dict):
+            raise HTTPError(400, "JSON body must be an object")
+        return value
+
+    def base_url(self, request: Request) -> str:
+        return self.public_url or str(request.base_url).rstrip("/")
+
+    def context(self, request: Request) -> RequestContext:
+        env = request.headers.get("x-env") or "prod"
+        if len(env) > MAX_ENV_LENGTH:
+            raise HTTPError(400, f"x-env header longer than {MAX_ENV_LENGTH} characters")
+        base = self.base_url(request)
+        return RequestContext(self.storage, env, base, lambda key: self.file_url(base, key))
+
+    # -- files -----------------------------------------------------------------------------
+
+    def sign(self, object_key: str) -> str:
+        return hmac.new(self._secret, object_key.encode(), hashlib.sha256).hexdigest()[:40]
+
+    def file_url(self, base: str, object_key: str) -> str:
+        return f"{base}/api/files/{quote(object_key)}?token={self.sign(object_key)}"
+
+    def file_path(self, object_key: str) -> Path:
+        parts = object_key.split("/")
+        if len(parts) != 3 or not all(_SEGMENT.match(p) for p in parts):
+            raise HTTPError(400, "Invalid object key")
+        root = self.upload_dir.resolve()
+        path = (root / object_key).resolve()
+        if not path.is_relative_to(root):
+            raise HTTPError(400, "Invalid object key")
+        return path
+
+    def new_upload(self, object_key: str, mime: str) -> str:
+        now = time.monotonic()
+        while self._uploads:
+            token, pending = next(iter(self._uploads.items()))
+            if pending.expires > now and len(self._uploads) < MAX_PENDING_UPLOADS:
+                break
+            del self._uploads[token]
+        token = secrets.token_urlsafe(32)
+        self._uploads[token] = _PendingUpload(object_key, mime, now + UPLOAD_TOKEN_TTL)
+        return token
+
+    def take_upload(self, token: str) -> _PendingUpload:
+        pending = self._uploads.pop(token, None)
+        if pending is None or pending.expires < time.monotonic():
+            raise HTTPError(404, "Unknown or expired upload URL")
+        return pending
+
+
+def _segment(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not _SEGMENT.match(value) or ".." in value:
+        raise HTTPError(400, f"Invalid {what}: use letters, digits, '.', '_' or '-' (no path)")
+    return value
+
+
+def _multipart_file(content_type: str, body: bytes) -> tuple[bytes, str | None]:
+    """Return the ``file`` part of a multipart/form-data body and its content type."""
+    message = BytesParser(policy=HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body
+    )
+    if not message.is_multipart():
+        raise HTTPError(400, "Expected a multipart/form-data body")
+    for part in message.iter_parts():  # type: ignore[attr-defined]
+        if part.get_param("name", header="content-disposition") == "file":
+            payload = part.get_payload(decode=True)
+            return (payload if isinstance(payload, bytes) else b""), part.get_content_type()
+    raise HTTPError(400, "Multipart body has no 'file' part")
+
+
+Endpoint = Callable[[Collector, Request], Awaitable[Response]]
+
+
+def _route(
+    collector: Collector, endpoint: Endpoint, *, auth: bool = True
+) -> Callable[[Request], Awaitable[Response]]:
+    async def handle(request: Request) -> Response:
+        try:
+            if auth:
+                collector.check_key(request)
+            return await endpoint(collector, request)
+        except HTTPError as exc:
+            if exc.status >= 500:
+                log.error("collector request failed", path=request.url.path, status=exc.status)
+            return _json({"message": exc.message}, exc.status)
+
+    return handle
+
+
+# -- endpoints ---------------------------------------------------------------------------
+
+
+async def _graphql(collector: Collector, request: Request) -> Response:
+    ctx = collector.context(request)
+    body = await collector.read_body(request)
+    try:
+        payload = await anyio.to_thread.run_sync(collector.graphql.handle, body, ctx)
+    except BadRequestError as exc:
+        return _json({"message": str(exc), "errors": [{"message": str(exc)}]}, 400)
+    return Response(payload, media_type="application/json")
+
+
+async def _health(collector: Collector, request: Request) -> Response:
+    return _json({"status": "ok"})
+
+
+async def _my_project(collector: Collector, request: Request) -> Response:
+    await collector.read_json(request)
+    return _json({"projectId": collector.storage.project_id})
+
+
+async def _sign_upload(collector: Collector, request: Request) -> Response:
+    body = await collector.read_json(request)
+    file_name = _segment(body.get("fileName"), "fileName")
+    thread_id = body.get("threadId")
+    thread = "none" if thread_id is None else _segment(thread_id, "threadId")
+    mime = body.get("contentType") or "application/octet-stream"
+    if not isinstance(mime, str) or len(mime) > 200:
+        raise HTTPError(400, "Invalid contentType")
+    object_key = f"{collector.storage.project_id}/{thread}/{file_name}"
+    collector.file_path(object_key)
+    token = collector.new_upload(object_key, mime)
+    base = collector.base_url(request)
+    return _json(
+        {
+            "post": {
+                "url": f"{base}/api/upload/direct/{token}",
+                "fields": {"key": object_key},
+                "uploadType": "multipart",
+            },
+            "signedUrl": collector.file_url(base, object_key),
+            "objectKey": object_key,
+        }
+    )
+
+
+async def _direct_upload(collector: Collector, request: Request) -> Response:
+    pending = collector.take_upload(request.path_params["token"])
+    body = await collector.read_body(request)
+    content_type = request.headers.get("content-type", "")
+    mime = pending.mime
+    if content_type.startswith("multipart/form-data"):
+        data, part_type = await anyio.to_thread.run_sync(_multipart_file, content_type, body)
+        mime = part_type if part_type and part_type != "text/plain" else mime
+    else:
+        data = body
+    path = collector.file_path(pending.object_key)
+
+    def store() -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".part")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+        record: Record = {"id": pending.object_key, "mime": mime, "size": len(data)}
+        collector.storage.write([Write("file", [record])])
+
+    await anyio.to_thread.run_sync(store)
+    return Response(status_code=204)
+
+
+async def _serve_file(collector: Collector, request: Request) -> Response:
+    object_key = request.path_params["key"]
+    token = request.query_params.get("token", "")
+    if not hmac.compare_digest(token.encode(), collector.sign(object_key).encode()):
+        collector.check_key(request)
+    path = collector.file_path(object_key)
+    found = await anyio.to_thread.run_sync(collector.storage.get, "file", [object_key])
+    if object_key not in found or not path.is_file():
+        raise HTTPError(404, "File not found")
+    return FileResponse(
+        path, media_type=found[object_key].get("mime") or "application/octet-stream"
+    )
+
+
+async def _export_dataset(collector: Collector, request: Request) -> Response:
+    body = await collector.read_json(request)
+    storage = collector.storage
+
+    def load() -> Record | None:
+        dataset = None
+        if body.get("id"):
+            dataset = storage.get("dataset", [str(body["id"])]).get(str(body["id"]))
+        elif body.get("name"):
+            found = storage.find("dataset", "name", [str(body["name"])], limit=1)
+            dataset = found[0] if found else None
+        if dataset is None:
+            return None
+        items = storage.find("dataset_item", "datasetId", [dataset["id"]], oldest_first=True)
+        return {**dataset, "items": items}
+
+    return _json({"data": await anyio.to_thread.run_sync(load)})
+
+
+def create_app(
+    storage: Storage,
+    *,
+    api_keys: Sequence[str],
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    upload_dir: str | Path,
+    public_url: str | None = None,
+) -> Starlette:
+    """Build the collector app over ``storage`` (the caller owns and closes the storage)."""
+    collector = Collector(
+        storage,
+        api_keys=api_keys,
+        max_body_bytes=max_body_bytes,
+        upload_dir=Path(upload_dir),
+        public_url=public_url,
+    )
+    routes = [
+        Route("/health", _route(collector, _health, auth=False), methods=["GET"]),
+        Route("/api/graphql", _route(collector, _graphql), methods=["POST"]),
+        Route("/api/my-project", _route(collector, _my_project), methods=["POST"]),
+        Route("/api/export/dataset", _route(collector, _export_dataset), methods=["POST"]),
+        Route("/api/upload/file", _route(collector, _sign_upload), methods=["POST"]),
+        Route(
+            "/api/upload/direct/{token}",
+            _route(collector, _direct_upload, auth=False),
+            methods=["POST", "PUT"],
+        ),
+        Route("/api/files/{key:path}", _route(collector, _serve_file, auth=False), methods=["GET"]),
+    ]
+    app = Starlette(routes=routes)
+    app.state.collector = collector
+    return app

@@ -1,0 +1,180 @@
+"""Step ingestion semantics (``ingestStep``), shared by the GraphQL resolver and the fast path.
+
+One function turns already type-checked ``ingestStep`` arguments into storage writes and a
+per-step verdict, so that the general path and the batched fast path cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.collector._storage import Record, Write
+from agent.collector._timefmt import normalize_time
+
+STEP_TYPES = frozenset(
+    {
+        "run",
+        "tool",
+        "llm",
+        "embedding",
+        "retrieval",
+        "rerank",
+        "undefined",
+        "user_message",
+        "assistant_message",
+        "system_message",
+    }
+)
+_STEP_TYPES_TEXT = ", ".join(sorted(STEP_TYPES))
+_ID_NAMESPACE = uuid.UUID("9a3c1f0e-4b1d-4c57-9d1e-2f7c1d5b8a10")
+
+#: Longest id accepted for a step, thread or nested object.
+MAX_ID_LENGTH = 256
+
+#: Scalar ``ingestStep`` arguments stored on the step record as given (after validation).
+STEP_KEYS = (
+    "threadId",
+    "parentId",
+    "rootRunId",
+    "name",
+    "error",
+    "input",
+    "output",
+    "metadata",
+    "tags",
+)
+
+
+class InvalidValueError(ValueError):
+    """An argument that has the right GraphQL type but an invalid value."""
+
+
+def check_step_type(value: Any) -> str | None:
+    """Validate a step type (``None`` passes); raise :class:`InvalidValueError` otherwise."""
+    if value is None or value in STEP_TYPES:
+        return value  # type: ignore[no-any-return]
+    raise InvalidValueError(f"Invalid step type {value!r}: expected one of {_STEP_TYPES_TEXT}")
+
+
+def check_time(name: str, value: Any) -> str | None:
+    """Validate and normalise an ISO-8601 date argument (``None`` passes)."""
+    if value is None:
+        return None
+    normalized = normalize_time(value) if isinstance(value, str) else None
+    if normalized is None:
+        raise InvalidValueError(f"Invalid {name} {str(value)[:64]!r}: expected an ISO-8601 date")
+    return normalized
+
+
+def check_id(name: str, value: Any) -> str | None:
+    """Validate an id argument (``None`` passes): non-empty and bounded."""
+    if value is None:
+        return None
+    if not value or len(value) > MAX_ID_LENGTH:
+        raise InvalidValueError(f"Invalid {name}: must be 1 to {MAX_ID_LENGTH} characters")
+    return value  # type: ignore[no-any-return]
+
+
+def derived_id(parent: str, role: str, index: int) -> str:
+    """A deterministic id for a nested object sent without one (re-ingest stays idempotent)."""
+    return str(uuid.uuid5(_ID_NAMESPACE, f"{parent}/{role}/{index}"))
+
+
+@dataclass(slots=True)
+class IngestBatch:
+    """Writes for a batch of steps, plus one verdict (``None`` = ok, else message) per step."""
+
+    steps: list[Record] = field(default_factory=list)
+    threads: list[Record] = field(default_factory=list)
+    generations: list[Record] = field(default_factory=list)
+    scores: list[Record] = field(default_factory=list)
+    attachments: list[Record] = field(default_factory=list)
+    errors: list[str | None] = field(default_factory=list)
+
+    def writes(self) -> list[Write]:
+        """The storage writes of the batch (applied in one transaction)."""
+        return [
+            Write("thread", self.threads, "insert_missing"),
+            Write("step", self.steps),
+            Write("generation", self.generations),
+            Write("score", self.scores),
+            Write("attachment", self.attachments),
+        ]
+
+    def add(self, args: dict[str, Any], environment: str) -> None:
+        """Validate one step's arguments and queue its writes (or record its error)."""
+        try:
+            self._add(args, environment)
+        except InvalidValueError as exc:
+            self.errors.append(str(exc))
+        else:
+            self.errors.append(None)
+
+    def _add(self, args: dict[str, Any], environment: str) -> None:
+        step_id = check_id("step id", args.get("id"))
+        if step_id is None:
+            raise InvalidValueError("Invalid step id: must be 1 to 256 characters")
+        thread_id = check_id("threadId", args.get("threadId"))
+        check_id("parentId", args.get("parentId"))
+        check_id("rootRunId", args.get("rootRunId"))
+        step: Record = {
+            "id": step_id,
+            "type": check_step_type(args.get("type")),
+            "startTime": check_time("startTime", args.get("startTime")),
+            "endTime": check_time("endTime", args.get("endTime")),
+            "environment": environment,
+        }
+        for key in STEP_KEYS:
+            step[key] = args.get(key)
+        generation = args.get("generation")
+        generations: list[Record] = []
+        if generation is not None:
+            gen_type = generation.get("type")
+            if gen_type is not None and gen_type not in ("CHAT", "COMPLETION"):
+                raise InvalidValueError(
+                    f"Invalid generation type {gen_type!r}: expected CHAT or COMPLETION"
+                )
+            generations.append(
+                {
+                    **generation,
+                    "id": check_id("generation id", generation.get("id")) or step_id,
+                    "type": gen_type or "CHAT",
+                    "stepId": step_id,
+                    "environment": environment,
+                }
+            )
+        scores = [
+            {
+                **s,
+                "id": check_id("score id", s.get("id")) or derived_id(step_id, "score", i),
+                "stepId": step_id,
+            }
+            for i, s in enumerate(args.get("scores") or ())
+        ]
+        attachments = [
+            {
+                **a,
+                "id": check_id("attachment id", a.get("id"))
+                or derived_id(step_id, "attachment", i),
+                "stepId": step_id,
+                "threadId": a.get("threadId") or thread_id,
+            }
+            for i, a in enumerate(args.get("attachments") or ())
+        ]
+        self.steps.append(step)
+        if thread_id is not None:
+            self.threads.append({"id": thread_id, "environment": environment})
+        self.generations += generations
+        self.scores += scores
+        self.attachments += attachments
+
+
+def ingest_batch(steps: Sequence[dict[str, Any]], environment: str) -> IngestBatch:
+    """Validate every step of a batch; the result holds the writes and per-step verdicts."""
+    batch = IngestBatch()
+    for args in steps:
+        batch.add(args, environment)
+    return batch

@@ -1,0 +1,30 @@
+"""Timestamps of the collector: parse ISO-8601 input, produce UTC ``...Z`` strings."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+def now_iso() -> str:
+    """The current UTC time as ``YYYY-MM-DDTHH:MM:SS.ffffffZ``."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def normalize_time(value: str) -> str | None:
+    """Return ``value`` as a UTC ISO-8601 string, or ``None`` when it is not a date.
+
+    Accepts ``Z`` or a numeric offset, with or without fraction. A value already in UTC
+    with a ``Z`` suffix is returned unchanged (the common case, kept cheap); a value
+    without offset is taken as UTC.
+    """
+    if len(value) > 64:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if value.endswith("Z"):
+        return value
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

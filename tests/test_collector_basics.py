@@ -1,0 +1,96 @@
+"""Collector basics: health, auth, the command and its process, users/threads/steps via the SDK."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from literalai.api import LiteralAPI
+
+from agent.testing import CollectorProcess, CollectorThread
+
+
+def test_health_needs_no_key(collector: CollectorThread) -> None:
+    """GET /health answers without a key."""
+    response = httpx.get(f"{collector.url}/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+@pytest.mark.parametrize("headers", [{}, {"x-api-key": "wrong-key-123"}])
+def test_missing_or_wrong_key_is_401_without_echo(
+    collector: CollectorThread, headers: dict[str, str]
+) -> None:
+    """Every API route answers 401 with a JSON message that does not echo the key."""
+    for path in ("/api/graphql", "/api/my-project", "/api/export/dataset", "/api/upload/file"):
+        response = httpx.post(f"{collector.url}{path}", json={}, headers=headers)
+        assert response.status_code == 401, path
+        assert "message" in response.json()
+        assert "wrong-key-123" not in response.text
+
+
+def test_users_threads_steps_round_trip(collector: CollectorThread) -> None:
+    """The reference SDK writes a user, a thread and steps, and reads them back."""
+    api = LiteralAPI(api_key=collector.api_key, url=collector.url)
+    user = api.create_user("basics-alice", {"plan": "pro"})
+    assert api.get_user(identifier="basics-alice").id == user.id
+    thread = api.create_thread(name="basics", participant_id=user.id, tags=["a"])
+    step = api.create_step(thread_id=thread.id, type="run", name="root", input={"q": 1})
+    api.send_steps(
+        [{"id": "basics-child", "threadId": thread.id, "parentId": step.id, "type": "llm",
+          "name": "child", "startTime": "2024-05-01T12:34:56.123Z", "output": {"a": 2}}]
+    )  # fmt: skip
+    fetched = api.get_thread(thread.id)
+    assert fetched is not None
+    assert fetched.participant_id == user.id
+    assert {s.id for s in fetched.steps} == {step.id, "basics-child"}
+    child = api.get_step("basics-child")
+    assert child is not None
+    assert child.parent_id == step.id and child.output == {"a": 2}
+    assert child.environment == "prod"
+
+
+def test_command_creates_key_file_and_stops_cleanly(tmp_path: Path) -> None:
+    """Without configured keys the command writes <data>/api_key (0600); SIGTERM exits 0."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LITERAL_AGENT_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent", "collector", "--port", "0", "--data-dir", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        key_file = tmp_path / "api_key"
+        assert line.startswith("literal-agent collector listening on http://127.0.0.1:")
+        assert line.endswith(f"(api key file: {key_file})")
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        key = key_file.read_text().strip()
+        url = line.split(" on ", 1)[1].split(" ", 1)[0]
+        api = LiteralAPI(api_key=key, url=url)
+        assert api.get_my_project_id()
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    assert key not in err
+
+
+def test_process_restart_keeps_port_and_data(tmp_path: Path) -> None:
+    """CollectorProcess: stop/kill and restart on the same port; data survives."""
+    with CollectorProcess(tmp_path / "c", api_key="proc-key") as proc:
+        port = proc.port
+        api = LiteralAPI(api_key="proc-key", url=proc.url)
+        thread = api.upsert_thread(id="proc-thread", name="persisted")
+        assert proc.stop() == 0
+        proc.restart()
+        assert proc.port == port
+        assert api.get_thread(thread.id) is not None
+        proc.kill()
+        proc.start()
+        assert proc.port == port
+        assert api.get_thread(thread.id).name == "persisted"  # type: ignore[union-attr]
