@@ -293,7 +293,10 @@ class _Segment:
 
     def __init__(self, seq: int, fd: int, size: int, start: int) -> None:
         self.seq = seq
-        self.fd = fd  # O_RDWR for the one created by this process, O_RDONLY for recovered
+        # O_RDWR while this process appends to it (or until its last fsync); otherwise an
+        # O_RDONLY fd opened only while a read needs it, so a spool of many small segments
+        # does not hold many descriptors
+        self.fd = fd
         self.ack_fd = -1
         self.size = size  # bytes written (== file size)
         self.unacked = 0
@@ -442,8 +445,7 @@ class Spool:
         if scan.records == 0:  # fully acked, empty, or nothing readable left
             self._unlink(seq)
             return
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        seg = _Segment(seq, fd, scan.valid_end, start)
+        seg = _Segment(seq, -1, scan.valid_end, start)
         seg.prefix_count = count
         seg.unacked = scan.records
         seg.gaps = scan.gaps
@@ -570,8 +572,12 @@ class Spool:
         """Seal the active segment and create the next one (under the lock)."""
         old = self._active
         self._active = None
-        if old is not None and old.unacked == 0:
-            self._delete_segment(old)
+        if old is not None:
+            if old.unacked == 0:
+                self._delete_segment(old)
+            elif self._interval is None:  # never fsynced: the descriptor can go now
+                self._dirty.pop(old.seq, None)
+                self._done_reading(old)
         seq = self._next_seq
         path = self._dir / _segment_name(seq)
         try:
@@ -642,7 +648,12 @@ class Spool:
                 if self._closed:
                     return False
                 target = self._write_seq
-                fds = [os.dup(seg.fd) for seg in self._dirty.values()]
+                fds = []
+                for seg in self._dirty.values():
+                    fds.append(os.dup(seg.fd))
+                    if seg is not self._active:  # sealed: no more writes, reads reopen it
+                        os.close(seg.fd)
+                        seg.fd = -1
                 self._dirty.clear()
                 dir_fd = os.dup(self._dir_fd) if self._dir_dirty else -1
                 self._dir_dirty = False
@@ -700,7 +711,25 @@ class Spool:
                     self._read_released(seg, out, max_records, budget)
                 if seg.read_pos < seg.size:
                     self._read_new(seg, out, max_records, budget)
+                self._done_reading(seg)
         return out
+
+    def _reader_fd(self, seg: _Segment) -> int:
+        if seg.fd < 0:
+            seg.fd = os.open(self._dir / _segment_name(seg.seq), os.O_RDONLY | os.O_CLOEXEC)
+        return seg.fd
+
+    def _done_reading(self, seg: _Segment) -> None:
+        """Close a sealed segment's descriptor once nothing in it remains to be read."""
+        if (
+            seg.fd >= 0
+            and seg is not self._active
+            and seg.seq not in self._dirty
+            and seg.read_pos >= seg.size
+            and not seg.released
+        ):
+            os.close(seg.fd)
+            seg.fd = -1
 
     def _take(self, budget: list[int], n: int, out: list[tuple[RecordRef, bytes]]) -> bool:
         if budget[0] < 0:
@@ -724,7 +753,7 @@ class Spool:
             end = seg.released[off]
             if not self._take(budget, end - off - RECORD_HEADER_SIZE, out):
                 return
-            data = os.pread(seg.fd, end - off, off)
+            data = os.pread(self._reader_fd(seg), end - off, off)
             del seg.released[off]
             payload = data[RECORD_HEADER_SIZE:]
             _length, crc = _RECORD.unpack_from(data)
@@ -743,7 +772,7 @@ class Spool:
     ) -> None:
         pos = seg.read_pos
         size = seg.size
-        fd = seg.fd
+        fd = self._reader_fd(seg)
         unpack = _RECORD.unpack_from
         crc32 = zlib.crc32
         gaps = seg.gaps
