@@ -844,13 +844,28 @@ def _check(rule: _Rule, value: Any) -> bool:
 # --------------------------------------------------------------------------- validation
 
 _Origin = Callable[[str, str], str]
+"""``origin(section, key)`` -> where the value came from (file path, env var, ...)."""
+_DEFAULTS: Final = "<defaults>"
 
 
 def _problem(source: str, section: str, key: str, expected: str, got: str) -> str:
     return f"{source}: [{section}] {key}: expected {expected}, got {got}"
 
 
-def _validate_section(section: str, struct: msgspec.Struct, origin: _Origin) -> list[str]:
+_ORDERED: Final = (
+    ("retry", "initial_backoff", "max_backoff"),
+    ("spool", "segment_bytes", "max_bytes"),
+    ("pipeline", "batch_bytes", "max_queue_bytes"),
+    ("pipeline", "batch_size", "max_queue_events"),
+)
+"""Pairs ``(section, small, large)`` that must satisfy ``small <= large``."""
+
+_NOUN: Final = {"size": "a size", "float": "a number", "int": "an integer"}
+
+
+def _validate_section(
+    section: str, struct: msgspec.Struct, origin: _Origin, *, cross: bool = True
+) -> list[str]:
     problems = []
     for key, rule in RULES[section].items():
         value = getattr(struct, key)
@@ -858,59 +873,36 @@ def _validate_section(section: str, struct: msgspec.Struct, origin: _Origin) -> 
             problems.append(
                 _problem(origin(section, key), section, key, _describe(rule), _show(value, rule))
             )
-    if problems:
+    if problems or not cross:
         return problems
-    # Rules between keys of one section.
-    if isinstance(struct, RetryConfig) and struct.max_backoff < struct.initial_backoff:
+    # Rules between keys of one section: blame the key that was set, not the default.
+    for pair_section, small, large in _ORDERED:
+        if pair_section != section or getattr(struct, small) <= getattr(struct, large):
+            continue
+        key, other, relation = small, large, "<="
+        if origin(section, small) == _DEFAULTS and origin(section, large) != _DEFAULTS:
+            key, other, relation = large, small, ">="
+        noun = _NOUN[RULES[section][key].kind]
         problems.append(
             _problem(
-                origin(section, "max_backoff"),
+                origin(section, key),
                 section,
-                "max_backoff",
-                f"a number >= [retry] initial_backoff ({struct.initial_backoff})",
-                str(struct.max_backoff),
+                key,
+                f"{noun} {relation} [{section}] {other} ({getattr(struct, other)})",
+                str(getattr(struct, key)),
             )
         )
-    if isinstance(struct, SpoolConfig) and struct.segment_bytes > struct.max_bytes:
-        problems.append(
-            _problem(
-                origin(section, "segment_bytes"),
-                section,
-                "segment_bytes",
-                f"a size <= [spool] max_bytes ({struct.max_bytes})",
-                str(struct.segment_bytes),
-            )
-        )
-    if isinstance(struct, PipelineConfig):
-        if struct.batch_bytes > struct.max_queue_bytes:
-            problems.append(
-                _problem(
-                    origin(section, "batch_bytes"),
-                    section,
-                    "batch_bytes",
-                    f"a size <= [pipeline] max_queue_bytes ({struct.max_queue_bytes})",
-                    str(struct.batch_bytes),
-                )
-            )
-        if struct.batch_size > struct.max_queue_events:
-            problems.append(
-                _problem(
-                    origin(section, "batch_size"),
-                    section,
-                    "batch_size",
-                    f"an integer <= [pipeline] max_queue_events ({struct.max_queue_events})",
-                    str(struct.batch_size),
-                )
-            )
     return problems
 
 
-def _validate(config: AgentConfig, origin: _Origin) -> None:
+def _validate(
+    config: AgentConfig, origin: _Origin, *, no_cross: frozenset[str] = frozenset()
+) -> list[str]:
     problems: list[str] = []
     for section in SECTIONS:
-        problems += _validate_section(section, getattr(config, section), origin)
-    if problems:
-        raise ConfigError(*problems)
+        struct = getattr(config, section)
+        problems += _validate_section(section, struct, origin, cross=section not in no_cross)
+    return problems
 
 
 def validate(config: AgentConfig, *, source: str = "<config>") -> AgentConfig:
@@ -922,7 +914,9 @@ def validate(config: AgentConfig, *, source: str = "<config>") -> AgentConfig:
     ``segment_bytes <= max_bytes``, ``batch_bytes <= max_queue_bytes``,
     ``batch_size <= max_queue_events``). *source* prefixes each message.
     """
-    _validate(config, lambda section, key: source)
+    problems = _validate(config, lambda section, key: source)
+    if problems:
+        raise ConfigError(*problems)
     return config
 
 
@@ -941,7 +935,7 @@ class _Raw:
 
     def origin(self, section: str, key: str) -> str:
         entry = self.values.get(section, {}).get(key)
-        return entry[1] if entry else "<defaults>"
+        return entry[1] if entry else _DEFAULTS
 
 
 def _suggest(word: str, options: list[str]) -> str:
@@ -957,12 +951,13 @@ def _unknown_key(source: str, section: str, key: str) -> str:
     )
 
 
-def _read_file(path: str, raw: _Raw) -> None:
+def _read_file(path: str, raw: _Raw, *, named_by: str | None = None) -> None:
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
+        note = f" (named by {named_by})" if named_by else ""
         raise ConfigError(
-            f"{path}: cannot read configuration file: {exc.strerror or exc}"
+            f"{path}: cannot read configuration file{note}: {exc.strerror or exc}"
         ) from None
     try:
         text = data.decode("utf-8")
@@ -1042,6 +1037,7 @@ def _read_env(env: Mapping[str, str], raw: _Raw, *, only: str | None = None) -> 
 def _build(raw: _Raw) -> AgentConfig:
     """Coerce *raw* values, build the Structs, validate them; raise on any problem."""
     problems = list(raw.problems)
+    failed: set[str] = set()  # sections with a value of the wrong type
     kwargs: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
     for section, entries in raw.values.items():
         for key, (value, source, from_env) in entries.items():
@@ -1056,11 +1052,12 @@ def _build(raw: _Raw) -> AgentConfig:
                 kwargs[section][key] = _coerce(rule, value, from_env=from_env)
             except _InvalidError:
                 problems.append(_problem(source, section, key, _describe(rule), _show(value, rule)))
-    if problems:
-        raise ConfigError(*problems)
+                failed.add(section)  # that key keeps its default; still check the others
     sections: dict[str, Any] = {name: cls(**kwargs[name]) for name, cls in SECTIONS.items()}
     config = AgentConfig(**sections)
-    _validate(config, raw.origin)
+    problems += _validate(config, raw.origin, no_cross=frozenset(failed))
+    if problems:
+        raise ConfigError(*problems)
     return config
 
 
@@ -1077,9 +1074,10 @@ def load_config(
     """
     env = os.environ if env is None else env
     raw = _Raw()
+    named_by = None
     if path is None and env.get(ENV_CONFIG):
-        path = env[ENV_CONFIG]
+        path, named_by = env[ENV_CONFIG], ENV_CONFIG
     if path is not None:
-        _read_file(os.fspath(path), raw)
+        _read_file(os.fspath(path), raw, named_by=named_by)
     _read_env(env, raw)
     return _build(raw)

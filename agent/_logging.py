@@ -188,6 +188,16 @@ def redact_secrets(logger: WrappedLogger, method_name: str, event_dict: EventDic
     return event_dict
 
 
+_FIRST_KEYS: Final = ("timestamp", "level", "logger", "event")
+
+
+def _order_keys(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+    """Put ``timestamp``, ``level``, ``logger``, ``event`` first in JSON lines."""
+    ordered = {key: event_dict.pop(key) for key in _FIRST_KEYS if key in event_dict}
+    ordered.update(event_dict)
+    return ordered
+
+
 class _RedactRendered:
     """Wrap a renderer and mask registered secrets in the final string once more."""
 
@@ -290,7 +300,14 @@ def configure_logging(
             exception_formatter=structlog.dev.plain_traceback,
         )
     else:
-        renderer = structlog.processors.JSONRenderer(default=repr)
+        json_renderer = structlog.processors.JSONRenderer(default=repr)
+
+        def renderer(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> str:
+            rendered = json_renderer(
+                logger, method_name, _order_keys(logger, method_name, event_dict)
+            )
+            return str(rendered)
+
     final = _RedactRendered(renderer)
     timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
 
