@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from agent.daemon._protocol import Event, Flushed, event_to_item
+from agent.daemon._protocol import Event, Flushed, event_to_item, events_to_dicts
 
 if TYPE_CHECKING:
     from agent._models import Score, Step, Thread
@@ -50,10 +50,10 @@ class PipelineBackend:
 
     def submit(self, events: Sequence[Event]) -> int:
         enqueue = self.pipeline.enqueue
-        return sum(1 for event in events if enqueue(event_to_item(event)))
+        return sum(map(enqueue, events_to_dicts(list(events))))
 
     def submit_durable(self, events: Sequence[Event]) -> int:
-        items = [event_to_item(event) for event in events]
+        items = events_to_dicts(list(events))
         return len(items) if self.pipeline.enqueue_durable(items) else 0
 
     def flush(self, timeout: float) -> Flushed:

@@ -60,6 +60,7 @@ __all__ = [
     "encode_json_line",
     "event_index",
     "event_to_item",
+    "events_to_dicts",
 ]
 
 #: First bytes of a binary connection: NUL (never starts a JSON line), "LA", version 1.
@@ -335,3 +336,29 @@ def event_to_item(event: Event) -> Step | Score | Thread:
                 participant_id=event.participant_id,
                 participant_identifier=event.participant_identifier,
             )
+
+
+def events_to_dicts(events: list[Event]) -> list[dict[str, Any]]:
+    """The pipeline's plain-dict form of many events at once (the daemon's fast path).
+
+    Steps and generations become step dicts (``StepDict``); scores and threads carry the
+    pipeline's ``"__kind__"`` marker. One C-level ``to_builtins`` call does the bulk.
+    """
+    out: list[dict[str, Any]] = msgspec.to_builtins(events)
+    for data in out:
+        kind = data.pop("type")
+        if kind == "step":
+            data["type"] = data.pop("stepType", StepType.UNDEFINED.value)
+        elif kind == "generation":
+            data["type"] = StepType.LLM.value
+            if "name" not in data:
+                data["name"] = data["generation"].get("model") or "generation"
+        elif kind == "score":
+            data["type"] = data.pop("scoreType", ScoreType.HUMAN.value)
+            data["__kind__"] = "score"
+        else:
+            data["__kind__"] = "thread"
+            continue
+        if "id" not in data:
+            data["id"] = new_id()
+    return out

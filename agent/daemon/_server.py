@@ -112,9 +112,7 @@ class DaemonServer:
         for sock in sockets:
             sock.setblocking(False)
             if sock.family == socket.AF_UNIX:
-                server = await asyncio.start_unix_server(
-                    self._handle, sock=sock, limit=_READ_SIZE
-                )
+                server = await asyncio.start_unix_server(self._handle, sock=sock, limit=_READ_SIZE)
             else:
                 server = await asyncio.start_server(self._handle, sock=sock, limit=_READ_SIZE)
             self._servers.append(server)
