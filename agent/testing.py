@@ -176,9 +176,17 @@ class CollectorProcess:
         env.setdefault("LITERAL_AGENT_LOGGING_FORMAT", "json")
         stderr = (self.data_dir / "collector.log").open("ab")
         argv = [
-            sys.executable, "-m", "agent", "collector",
-            "--host", "127.0.0.1", "--port", str(self.port), "--data-dir", str(self.data_dir),
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "agent",
+            "collector",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+        ]
         try:
             self._proc = subprocess.Popen(
                 argv, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env, bufsize=1

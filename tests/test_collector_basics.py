@@ -42,9 +42,18 @@ def test_users_threads_steps_round_trip(collector: CollectorThread) -> None:
     thread = api.create_thread(name="basics", participant_id=user.id, tags=["a"])
     step = api.create_step(thread_id=thread.id, type="run", name="root", input={"q": 1})
     api.send_steps(
-        [{"id": "basics-child", "threadId": thread.id, "parentId": step.id, "type": "llm",
-          "name": "child", "startTime": "2024-05-01T12:34:56.123Z", "output": {"a": 2}}]
-    )  # fmt: skip
+        [
+            {
+                "id": "basics-child",
+                "threadId": thread.id,
+                "parentId": step.id,
+                "type": "llm",
+                "name": "child",
+                "startTime": "2024-05-01T12:34:56.123Z",
+                "output": {"a": 2},
+            }
+        ]
+    )
     fetched = api.get_thread(thread.id)
     assert fetched is not None
     assert fetched.participant_id == user.id
@@ -60,8 +69,11 @@ def test_command_creates_key_file_and_stops_cleanly(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LITERAL_AGENT_")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "agent", "collector", "--port", "0", "--data-dir", str(tmp_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline().strip()

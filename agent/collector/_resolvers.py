@@ -418,6 +418,13 @@ def _update_attachment(_: Any, info: Info, id: str, **kwargs: Any) -> Record:
     return _save(storage, "attachment", {"id": id, **kwargs})
 
 
+def _attachment_thread(attachment: Record, info: Info) -> str | None:
+    if attachment.get("threadId"):
+        return str(attachment["threadId"])
+    step = _one(_ctx(info).storage, "step", attachment.get("stepId"))
+    return step.get("threadId") if step else None
+
+
 def _attachment_url(attachment: Record, info: Info) -> str | None:
     if attachment.get("url"):
         return str(attachment["url"])
@@ -735,6 +742,7 @@ FIELDS: dict[tuple[str, str], Resolver] = {
     ("Score", "step"): _related("step", "stepId"),
     ("Score", "projectId"): lambda _, info: _ctx(info).storage.project_id,
     ("Attachment", "url"): _attachment_url,
+    ("Attachment", "threadId"): _attachment_thread,
     ("PromptVersion", "lineage"): _related("prompt_lineage", "lineageId"),
     ("PromptVersion", "url"): _prompt_url,
     ("PromptVersion", "type"): lambda v, _: v.get("type") or "CHAT",
