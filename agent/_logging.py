@@ -116,6 +116,7 @@ _configured = False
 _handler: logging.Handler | None = None
 _saved_levels: dict[str, int] = {}
 _saved_root_level: int | None = None
+_saved_structlog: dict[str, Any] | None = None
 
 
 # --------------------------------------------------------------------------- secrets
@@ -278,7 +279,7 @@ def configure_logging(
     ``sys.stderr`` at call time. *secrets* are passed to :func:`register_secret`.
     Calling it again replaces the previous configuration.
     """
-    global _configured, _handler, _saved_root_level
+    global _configured, _handler, _saved_root_level, _saved_structlog
     fmt = format.strip().lower()
     if fmt not in LOG_FORMATS:
         raise ValueError(f"log format: expected one of {', '.join(LOG_FORMATS)}, got {format!r}")
@@ -311,6 +312,10 @@ def configure_logging(
     final = _RedactRendered(renderer)
     timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
 
+    if not _configured:
+        saved = structlog.get_config()
+        saved["processors"] = list(saved["processors"])
+        _saved_structlog = saved
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -359,13 +364,16 @@ def configure_logging(
 
 
 def reset_logging() -> None:
-    """Undo :func:`configure_logging` (structlog defaults, our handler removed).
+    """Undo :func:`configure_logging`: the structlog configuration, root handler and levels
+    in place before it are restored.
 
     For tests; registered secrets stay registered.
     """
-    global _configured, _handler, _saved_root_level
+    global _configured, _handler, _saved_root_level, _saved_structlog
     with _lock:
-        structlog.reset_defaults()
+        if _saved_structlog is not None:
+            structlog.configure(**_saved_structlog)
+            _saved_structlog = None
         root = logging.getLogger()
         if _handler is not None:
             root.removeHandler(_handler)

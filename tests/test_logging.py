@@ -145,6 +145,19 @@ def test_configure_is_idempotent() -> None:
     assert not [h for h in logging.getLogger().handlers if h.get_name() == "literal-agent"]
 
 
+def test_reset_restores_the_previous_structlog_configuration() -> None:
+    """reset_logging() puts back whatever structlog configuration was there before."""
+    before = structlog.get_config()
+    configure_logging("json", "info", io.StringIO())
+    configure_logging("console", "debug", io.StringIO())
+    assert structlog.get_config()["logger_factory"] is not before["logger_factory"]
+    reset_logging()
+    after = structlog.get_config()
+    assert after["logger_factory"] is before["logger_factory"]
+    assert after["processors"] == before["processors"]
+    assert after["wrapper_class"] is before["wrapper_class"]
+
+
 def test_invalid_arguments() -> None:
     """Unknown formats and levels are refused."""
     with pytest.raises(ValueError, match="log format"):
