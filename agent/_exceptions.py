@@ -94,9 +94,7 @@ class RequestTooLargeError(HTTPStatusError):
 class RateLimitedError(HTTPStatusError):
     """429: slow down; ``retry_after`` is the server's hint in seconds (None if absent)."""
 
-    def __init__(
-        self, message: str, *, status: int, body: str, retry_after: float | None
-    ) -> None:
+    def __init__(self, message: str, *, status: int, body: str, retry_after: float | None) -> None:
         super().__init__(message, status=status, body=body)
         self.retry_after = retry_after
 

@@ -14,14 +14,18 @@ from __future__ import annotations
 
 import datetime as _dt
 import enum
+import html
+import inspect
 import uuid
-from typing import Any, Generic, Literal, TypedDict, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, Literal, TypeAlias, TypedDict, TypeVar
 
 import msgspec
 
 __all__ = [
     "Attachment",
     "AttachmentDict",
+    "AttachmentUpload",
     "BaseGeneration",
     "ChatGeneration",
     "CompletionGeneration",
@@ -35,15 +39,19 @@ __all__ = [
     "Generation",
     "GenerationMessage",
     "GenerationType",
+    "MaybeAwaitable",
     "OrderBy",
     "PageInfo",
     "PaginatedResponse",
     "Prompt",
     "PromptLineage",
+    "PromptMessage",
     "PromptRollout",
+    "ProviderSettings",
     "Score",
     "ScoreDict",
     "ScoreType",
+    "ScoreUpdate",
     "Step",
     "StepDict",
     "StepType",
@@ -54,6 +62,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+_T = TypeVar("_T")
 
 
 def new_id() -> str:
@@ -193,6 +202,36 @@ class PromptRollout(TypedDict):
     rollout: int
 
 
+class ScoreUpdate(TypedDict, total=False):
+    """What ``update_score`` may change."""
+
+    comment: str | None
+    value: float
+
+
+class AttachmentUpload(TypedDict, total=False):
+    """What ``update_attachment`` may change."""
+
+    metadata: dict[str, Any] | None
+    name: str | None
+    mime: str | None
+    objectKey: str | None
+    url: str | None
+
+
+class ProviderSettings(TypedDict, total=False):
+    """LLM provider settings of a prompt."""
+
+    provider: str
+    model: str
+    frequency_penalty: float
+    max_tokens: int
+    presence_penalty: float
+    stop: list[str]
+    temperature: float
+    top_p: float
+
+
 class PromptLineage(TypedDict, total=False):
     id: str
     name: str
@@ -228,8 +267,10 @@ def _drop_nulls(data: dict[str, Any], cls: type[msgspec.Struct]) -> dict[str, An
         nullable = frozenset(
             f.encode_name
             for f in info.fields
-            if (isinstance(f.type, msgspec.inspect.UnionType)
-            and any(isinstance(t, msgspec.inspect.NoneType) for t in f.type.types))
+            if (
+                isinstance(f.type, msgspec.inspect.UnionType)
+                and any(isinstance(t, msgspec.inspect.NoneType) for t in f.type.types)
+            )
             or isinstance(f.type, msgspec.inspect.AnyType)
         )
         _NULLABLE[cls] = nullable
@@ -254,6 +295,14 @@ class Score(_Wire):
     comment: str | None = None
     tags: list[str] | None = None
     label: str | None = None
+
+    def __getitem__(self, key: str) -> Any:
+        """Dict-style access by wire key (``score["stepId"]``), for code written against
+        the reference's sync ``create_scores``, which returns dicts."""
+        return self.to_dict()[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.to_dict().get(key, default)
 
 
 class Attachment(_Wire):
@@ -445,8 +494,41 @@ class DatasetItem(_Wire):
     intermediary_steps: list[dict[str, Any]] | None = None
 
 
+MaybeAwaitable: TypeAlias = _T | Awaitable[_T]
+"""A plain value from a sync API, an awaitable from an async one (dataset helpers)."""
+
+_R = TypeVar("_R")
+
+
+def _then(result: Any, after: Callable[[Any], _R]) -> MaybeAwaitable[_R]:
+    """Apply ``after`` to a result now, or once awaited when the API is async."""
+    if inspect.isawaitable(result):
+
+        async def chained() -> _R:
+            return after(await result)
+
+        return chained()
+    return after(result)
+
+
+def _api_of(obj: msgspec.Struct) -> Any:
+    api = getattr(obj, "api", None)
+    if api is None:
+        raise RuntimeError(
+            f"this {type(obj).__name__} is not bound to an API object; get it from "
+            "LiteralAPI/AsyncLiteralAPI (or set .api) before calling its helper methods"
+        )
+    return api
+
+
 class Dataset(_Wire, dict=True):
-    """A dataset and its items. Helper methods (``create_item``...) go through ``api``."""
+    """A dataset and its items.
+
+    Helper methods (``update``, ``create_item``...) go through ``api``, the API object that
+    returned the dataset. With ``AsyncLiteralAPI`` they return awaitables
+    (``await dataset.create_item(...)``); the reference hands async users a blocking sync
+    client instead.
+    """
 
     id: str = ""
     created_at: str | None = None
@@ -455,6 +537,78 @@ class Dataset(_Wire, dict=True):
     metadata: dict[str, Any] | None = msgspec.field(default_factory=dict)
     items: list[DatasetItem] = msgspec.field(default_factory=list)
     type: DatasetType = DatasetType.KEY_VALUE
+
+    def update(
+        self,
+        name: str | None = None,
+        description: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> MaybeAwaitable[None]:
+        """Update the dataset and copy the new name, description and metadata back."""
+
+        def copy_back(updated: Dataset) -> None:
+            self.name = updated.name
+            self.description = updated.description
+            self.metadata = updated.metadata
+
+        result = _api_of(self).update_dataset(
+            self.id, name=name, description=description, metadata=metadata
+        )
+        return _then(result, copy_back)
+
+    def delete(self) -> MaybeAwaitable[Dataset]:
+        """Delete the dataset."""
+        return _then(_api_of(self).delete_dataset(self.id), lambda deleted: deleted)
+
+    def _append(self, item: DatasetItem) -> DatasetItem:
+        self.items.append(item)
+        return item
+
+    def create_item(
+        self,
+        input: dict[str, Any],
+        expected_output: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> MaybeAwaitable[DatasetItem]:
+        """Create an item in this dataset (and append it to ``items``)."""
+        result = _api_of(self).create_dataset_item(self.id, input, expected_output, metadata)
+        return _then(result, self._append)
+
+    def create_experiment(
+        self,
+        name: str,
+        prompt_variant_id: str | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> MaybeAwaitable[DatasetExperiment]:
+        """Create an experiment on this dataset."""
+        result = _api_of(self).create_experiment(
+            name=name, dataset_id=self.id, prompt_variant_id=prompt_variant_id, params=params
+        )
+        return _then(result, lambda experiment: experiment)
+
+    def delete_item(self, item_id: str) -> MaybeAwaitable[None]:
+        """Delete an item of this dataset (and remove it from ``items``)."""
+
+        def forget(_: Any) -> None:
+            self.items = [item for item in self.items if item.id != item_id]
+
+        return _then(_api_of(self).delete_dataset_item(item_id), forget)
+
+    def add_step(
+        self, step_id: str, metadata: dict[str, Any] | None = None
+    ) -> MaybeAwaitable[DatasetItem]:
+        """Add an item made from a step (not allowed on ``generation`` datasets)."""
+        if self.type == DatasetType.GENERATION:
+            raise ValueError("Cannot add a step to a generation dataset")
+        result = _api_of(self).add_step_to_dataset(self.id, step_id, metadata)
+        return _then(result, self._append)
+
+    def add_generation(
+        self, generation_id: str, metadata: dict[str, Any] | None = None
+    ) -> MaybeAwaitable[DatasetItem]:
+        """Add an item made from a generation."""
+        result = _api_of(self).add_generation_to_dataset(self.id, generation_id, metadata)
+        return _then(result, self._append)
 
 
 class DatasetExperimentItem(_Wire):
@@ -467,8 +621,19 @@ class DatasetExperimentItem(_Wire):
     experiment_run_id: str | None = None
 
 
+def _active_experiment_run_id() -> str | None:
+    try:
+        from agent import _context  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    var = getattr(_context, "active_experiment_item_run_id_var", None)
+    value = var.get(None) if var is not None else None
+    return value if isinstance(value, str) else None
+
+
 class DatasetExperiment(_Wire, dict=True):
-    """An experiment run over a dataset; ``log()`` adds items (through ``api``)."""
+    """An experiment run over a dataset; ``log()`` adds items through ``api`` (awaitable with
+    ``AsyncLiteralAPI``)."""
 
     id: str = ""
     created_at: str | None = None
@@ -478,8 +643,48 @@ class DatasetExperiment(_Wire, dict=True):
     prompt_variant_id: str | None = msgspec.field(default=None, name="promptExperimentId")
     items: list[DatasetExperimentItem] = msgspec.field(default_factory=list)
 
+    def log(self, item_dict: dict[str, Any]) -> MaybeAwaitable[DatasetExperimentItem]:
+        """Log an item (``datasetItemId``, ``input``, ``output``, ``scores``) to the experiment."""
+        item = DatasetExperimentItem(
+            experiment_run_id=_active_experiment_run_id(),
+            dataset_experiment_id=self.id,
+            dataset_item_id=item_dict.get("datasetItemId"),
+            input=item_dict.get("input", {}),
+            output=item_dict.get("output", {}),
+            scores=list(item_dict.get("scores", [])),
+        )
+
+        def append(created: DatasetExperimentItem) -> DatasetExperimentItem:
+            self.items.append(created)
+            return created
+
+        return _then(_api_of(self).create_experiment_item(item), append)
+
 
 # --------------------------------------------------------------------------- prompts
+
+
+class PromptMessage(dict[str, Any]):
+    """A formatted prompt message: a plain dict, plus the hidden ``__literal_prompt__``
+    (``uuid``, ``prompt_id``, ``variables``) when the template message had a ``uuid``.
+    Instrumentations use it to link the generation to the prompt version."""
+
+    __literal_prompt__: dict[str, Any]
+
+    def __init__(self, prompt_id: str, variables: dict[str, Any], message: dict[str, Any]) -> None:
+        super().__init__(message)
+        if "uuid" in self:
+            self.__literal_prompt__ = {
+                "uuid": self.pop("uuid"),
+                "prompt_id": prompt_id,
+                "variables": variables,
+            }
+
+
+def _format_text(template: str, variables: dict[str, Any]) -> str:
+    from agent._mustache import render
+
+    return html.unescape(render(template, variables))
 
 
 class Prompt(_Wire, dict=True):
@@ -499,3 +704,46 @@ class Prompt(_Wire, dict=True):
     settings: dict[str, Any] = msgspec.field(default_factory=dict)
     variables: list[dict[str, Any]] = msgspec.field(default_factory=list)
     variables_default_values: dict[str, Any] | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Prompt:  # type: ignore[override]
+        """Read a prompt version: ``name`` from ``lineage.name`` and ``provider`` taken out of
+        ``settings`` (as the reference does); a ``null`` lineage or settings is tolerated."""
+        data = dict(data)
+        lineage = data.pop("lineage", None)
+        settings = dict(data.pop("settings", None) or {})
+        provider = settings.pop("provider", None) or data.pop("provider", None) or ""
+        prompt = msgspec.convert(_drop_nulls(data, Prompt), Prompt, str_keys=True)
+        if isinstance(lineage, dict) and lineage.get("name"):
+            prompt.name = lineage["name"]
+        prompt.settings = settings
+        prompt.provider = provider
+        return prompt
+
+    def format_messages(self, **kwargs: Any) -> list[PromptMessage]:
+        """The template messages with their variables rendered (mustache, then HTML
+        entities unescaped); keyword arguments override ``variables_default_values``.
+
+        Every template message needs a ``content`` (a string, or a list of parts whose
+        ``text`` parts are rendered). The prompt's own template is left untouched.
+        """
+        variables = {**(self.variables_default_values or {}), **kwargs}
+        formatted: list[PromptMessage] = []
+        for message in self.template_messages:
+            out = PromptMessage(self.id, variables, dict(message))
+            content = out["content"]
+            if isinstance(content, str):
+                out["content"] = _format_text(content, variables)
+            elif isinstance(content, list):
+                out["content"] = [
+                    {**part, "text": _format_text(part["text"], variables)}
+                    if isinstance(part, dict) and part.get("type") == "text"
+                    else part
+                    for part in content
+                ]
+            formatted.append(out)
+        return formatted
+
+    def format(self, variables: dict[str, Any] | None = None) -> list[PromptMessage]:
+        """Deprecated: use :meth:`format_messages`."""
+        return self.format_messages(**(variables or {}))
