@@ -228,7 +228,9 @@ def test_control_over_ndjson(daemon: Daemon) -> None:
     """status, flush and ping work on a text connection too."""
     with daemon.connect() as sock:
         sock.sendall(b'{"type":"ping"}\n{"type":"status"}\n{"type":"flush","timeout":1}\n')
-        pong, status, flushed = (decode_reply_json(json.dumps(x).encode()) for x in read_lines(sock, 3))
+        pong, status, flushed = (
+            decode_reply_json(json.dumps(x).encode()) for x in read_lines(sock, 3)
+        )
     assert isinstance(pong, Pong)
     assert isinstance(status, StatusReply) and status.daemon["connections_ndjson"] == 1
     assert isinstance(flushed, Flushed)
