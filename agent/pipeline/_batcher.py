@@ -1,0 +1,187 @@
+"""Batches: normalised events grouped by count and bytes, and their spool record form.
+
+The worker feeds raw items to a :class:`BatchBuilder`, which normalises each one
+(:func:`~agent.pipeline._events.normalize`), measures its msgpack size, and closes a batch
+at ``batch_size`` events or ``batch_bytes`` bytes. A closed batch goes through the
+preprocessing hook once, before it is either sent or spilled (so redacted data is what
+reaches the disk). On disk one batch is one spool record: a msgpack array of the events,
+built by concatenating the already encoded events behind an array header.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import structlog
+
+from agent.pipeline._events import Event, normalize
+from agent.pipeline._stats import Counters, DropReason
+
+__all__ = ["Batch", "BatchBuilder", "Preprocess", "decode_record", "encode_record"]
+
+log = structlog.get_logger("agent.pipeline")
+
+Preprocess = Callable[[list[dict[str, Any]]], list[dict[str, Any]] | None]
+
+_encode = msgspec.msgpack.Encoder().encode
+_decoder = msgspec.msgpack.Decoder(list[dict[str, Any]])
+
+
+def _array_header(n: int) -> bytes:
+    if n < 16:
+        return bytes((0x90 | n,))
+    if n < 1 << 16:
+        return b"\xdc" + struct.pack(">H", n)
+    return b"\xdd" + struct.pack(">I", n)
+
+
+def encode_record(encoded: list[bytes]) -> bytes:
+    """One spool record from already msgpack-encoded events."""
+    return _array_header(len(encoded)) + b"".join(encoded)
+
+
+def decode_record(data: bytes) -> list[Event]:
+    """The events of a spool record (raises msgspec.DecodeError when it is not one)."""
+    return _decoder.decode(data)
+
+
+@dataclass(slots=True, eq=False)
+class Batch:
+    """Events sent together (one ``send_steps``) or spilled together (one record)."""
+
+    events: list[Event]
+    encoded: list[bytes] | None  # msgpack of each event; None when preprocessing changed them
+    nbytes: int
+    seq_end: int = -1  # queue sequence just past the last event; -1 for spool replays
+    refs: list[Any] = field(default_factory=list)  # spool RecordRefs (replays)
+    cancel: Any = None  # the anyio CancelScope of its send, while in flight
+
+    def record(self) -> bytes:
+        """The spool record for this batch (encodes now if needed)."""
+        encoded = self.encoded
+        if encoded is None:
+            encoded = [_encode(e) for e in self.events]
+            self.encoded = encoded
+        return encode_record(encoded)
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+
+class BatchBuilder:
+    """Accumulates normalised events until a batch is full."""
+
+    def __init__(
+        self,
+        *,
+        batch_size: int,
+        batch_bytes: int,
+        counters: Counters,
+        preprocess: Preprocess | None = None,
+    ) -> None:
+        self.batch_size = max(1, batch_size)
+        self.batch_bytes = max(1, batch_bytes)
+        self.counters = counters
+        self.preprocess = preprocess
+        self._events: list[Event] = []
+        self._encoded: list[bytes] = []
+        self._bytes = 0
+        self.measured_bytes = 0  # since the last take_measure()
+        self.measured_count = 0
+        self.preprocess_failing = False  # log only when the hook starts failing
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    def add(self, item: object, seq: int) -> Batch | None:
+        """Add one raw item (``seq``: its queue sequence + 1); return a batch when full."""
+        try:
+            event = normalize(item)
+            encoded = _encode(event) if event is not None else b""
+        except Exception:  # an item msgpack cannot encode: not sendable either
+            event = None
+            encoded = b""
+        if event is None:
+            self.counters.drop(DropReason.INVALID)
+            return None
+        size = len(encoded)
+        self.measured_bytes += size
+        self.measured_count += 1
+        if self._events and self._bytes + size > self.batch_bytes:
+            full = self._close(seq - 1)
+            self._events.append(event)
+            self._encoded.append(encoded)
+            self._bytes = size
+            return full
+        self._events.append(event)
+        self._encoded.append(encoded)
+        self._bytes += size
+        if len(self._events) >= self.batch_size or self._bytes >= self.batch_bytes:
+            return self._close(seq)
+        return None
+
+    def close(self, seq: int) -> Batch | None:
+        """Close the partial batch (``seq``: queue sequence just past its last event)."""
+        if not self._events:
+            return None
+        return self._close(seq)
+
+    def _close(self, seq: int) -> Batch:
+        batch = Batch(self._events, self._encoded, self._bytes, seq)
+        self._events = []
+        self._encoded = []
+        self._bytes = 0
+        if self.preprocess is not None:
+            self.preprocess_failing = apply_preprocess(
+                batch, self.preprocess, self.counters, log_failure=not self.preprocess_failing
+            )
+        return batch
+
+    def take_measure(self) -> tuple[int, int]:
+        out = (self.measured_bytes, self.measured_count)
+        self.measured_bytes = self.measured_count = 0
+        return out
+
+
+def apply_preprocess(
+    batch: Batch, preprocess: Preprocess, counters: Counters, *, log_failure: bool = True
+) -> bool:
+    """Run the hook on the batch's step dicts (thread upserts are not passed to it).
+
+    An exception, or a result that is not a list of dicts, keeps the original batch
+    (counted in ``preprocess_errors``; logged when ``log_failure``). Returns True when the
+    hook failed.
+    """
+    steps = [e for e in batch.events if e.get("__kind__") != "thread"]
+    if not steps:
+        return False
+    try:
+        result = preprocess(steps)
+    except Exception as exc:
+        counters.preprocess_errors += 1
+        if log_failure:
+            log.warning(
+                "pipeline.preprocess_failed",
+                error=repr(exc),
+                events=len(steps),
+                action="original batch sent; logged again only after a success",
+            )
+        return True
+    if not isinstance(result, list) or not all(isinstance(e, dict) for e in result):
+        counters.preprocess_errors += 1
+        if log_failure:
+            log.warning(
+                "pipeline.preprocess_failed",
+                error="the hook must return a list of step dicts",
+                got=type(result).__name__,
+                action="original batch sent; logged again only after a success",
+            )
+        return True
+    threads = [e for e in batch.events if e.get("__kind__") == "thread"]
+    batch.events = [*result, *threads]
+    batch.encoded = None
+    return False

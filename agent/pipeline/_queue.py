@@ -1,0 +1,264 @@
+"""The bounded, thread-safe queue between producers and the worker (no I/O, no encoding).
+
+The hot path (:meth:`EventQueue.put`) is a few attribute reads, one ``deque.append`` and,
+once per full batch, a wake-up of the worker. The queue is bounded by events *and* bytes:
+the worker measures the encoded size of what it takes out and keeps ``limit`` (the event
+count allowed) at ``min(max_events, max_bytes // mean event size)``, so the producer only
+compares ``len(deque)`` with one integer. Counting is free too: the number enqueued is
+what the worker took plus what is still queued.
+
+When the queue is full the overflow policy applies (off the hot path):
+
+* ``spill`` (default): the worker moves events to the disk spool from half full on, so the
+  limit is only reached when the disk cannot keep up; the event is then refused and
+  counted (``queue_full``) - the producer is never blocked;
+* ``drop_newest``: refuse the new event (``queue_full``);
+* ``drop_oldest``: evict the oldest queued event (``drop_oldest``) and accept the new one;
+* ``block``: wait up to ``block_timeout`` for room, then refuse (``block_timeout``).
+
+Flush markers ride in the same deque (FIFO), so a flush covers exactly what was enqueued
+before it.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextvars
+import enum
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from agent.pipeline._stats import Counters, DropReason
+
+__all__ = ["EventQueue", "FlushMarker", "OverflowPolicy", "suppressed"]
+
+#: Set in the worker thread (and by :func:`suppressed`): events enqueued while it is true
+#: are refused, so the agent's own logging can never feed the pipeline.
+SUPPRESS: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "literal_agent_pipeline_suppress", default=False
+)
+
+
+class suppressed:  # noqa: N801 - used like a function: ``with suppressed():``
+    """Context manager: nothing enqueued inside reaches any pipeline (counted ``reentrant``)."""
+
+    def __enter__(self) -> None:
+        self._token = SUPPRESS.set(True)
+
+    def __exit__(self, *exc_info: object) -> None:
+        SUPPRESS.reset(self._token)
+
+
+class OverflowPolicy(enum.StrEnum):
+    SPILL = "spill"
+    DROP_NEWEST = "drop_newest"
+    DROP_OLDEST = "drop_oldest"
+    BLOCK = "block"
+
+
+class FlushMarker:
+    """Put in the queue by ``flush``: everything before it belongs to that flush."""
+
+    __slots__ = ("created", "deadline", "done", "pending_at_call", "seq_end", "tally")
+
+    def __init__(self, deadline: float) -> None:
+        self.created = time.monotonic()
+        self.deadline = deadline  # monotonic; inf for no timeout
+        self.done = threading.Event()
+        self.seq_end = -1  # worker pop sequence at the marker; -1 until the worker reaches it
+        self.pending_at_call = 0
+        # delivered, spooled, dropped (incl. dead-lettered) among the flush's events
+        self.tally = [0, 0, 0]
+
+
+class EventQueue:
+    """Bounded MPSC queue of raw items (normalised later by the worker)."""
+
+    def __init__(
+        self,
+        *,
+        max_events: int,
+        max_bytes: int,
+        policy: OverflowPolicy,
+        block_timeout: float,
+        batch_size: int,
+        counters: Counters,
+        initial_event_bytes: int = 1024,
+    ) -> None:
+        self.max_events = max(1, max_events)
+        self.max_bytes = max(1, max_bytes)
+        self.policy = OverflowPolicy(policy)
+        self.block_timeout = block_timeout
+        self.counters = counters
+        self.dq: collections.deque[Any] = collections.deque()
+        self.mean_bytes = float(initial_event_bytes)
+        self.limit = self._compute_limit()
+        self.wake_at = max(1, min(batch_size, self.limit))
+        self.wake_pending = False
+        self.open = True  # False: closed (shutdown) or restart needed (forked child)
+        self.taken = 0  # items taken by the worker (markers excluded)
+        self.evicted = 0  # items removed by drop_oldest
+        self._waker: Callable[[], None] | None = None
+        self._lock = threading.Lock()
+        self._space = threading.Condition(self._lock)
+        self._blocked = 0
+        self.on_closed: Callable[[Any], bool] | None = None  # restart hook (fork)
+
+    def _compute_limit(self) -> int:
+        by_bytes = int(self.max_bytes // max(1.0, self.mean_bytes))
+        return max(1, min(self.max_events, by_bytes))
+
+    # ------------------------------------------------------------------ producer side
+
+    def put(self, item: Any) -> bool:
+        """Enqueue ``item``: O(1), never raises; False when refused (counted)."""
+        dq = self.dq
+        if len(dq) < self.limit and self.open and not SUPPRESS.get():
+            dq.append(item)
+            if len(dq) >= self.wake_at and not self.wake_pending:
+                self._wake()
+            return True
+        return self._put_slow(item)
+
+    def _wake(self) -> None:
+        self.wake_pending = True
+        waker = self._waker
+        if waker is not None:
+            try:
+                waker()
+            except RuntimeError:  # the worker's loop is closing
+                self.wake_pending = False
+
+    def _put_slow(self, item: Any) -> bool:
+        try:
+            if SUPPRESS.get():
+                self.counters.drop(DropReason.REENTRANT)
+                return False
+            if not self.open:
+                hook = self.on_closed
+                if hook is not None and hook(item):
+                    return True
+                self.counters.drop(DropReason.SHUTDOWN)
+                return False
+            policy = self.policy
+            if policy is OverflowPolicy.DROP_OLDEST:
+                return self._evict_and_put(item)
+            if policy is OverflowPolicy.BLOCK:
+                return self._block_and_put(item)
+            self.counters.drop(DropReason.QUEUE_FULL)
+            if not self.wake_pending:
+                self._wake()
+            return False
+        except Exception:  # never raise into the caller
+            return False
+
+    def _evict_and_put(self, item: Any) -> bool:
+        with self._lock:
+            dq = self.dq
+            markers: list[Any] = []
+            evicted = False
+            while dq:
+                try:
+                    old = dq.popleft()
+                except IndexError:
+                    break
+                if type(old) is FlushMarker:
+                    markers.append(old)
+                    continue
+                evicted = True
+                break
+            for marker in reversed(markers):
+                dq.appendleft(marker)
+            if evicted:
+                self.evicted += 1
+                self.counters.drop(DropReason.DROP_OLDEST)
+            dq.append(item)
+        if not self.wake_pending:
+            self._wake()
+        return True
+
+    def _block_and_put(self, item: Any) -> bool:
+        deadline = time.monotonic() + self.block_timeout
+        with self._space:
+            self._blocked += 1
+            try:
+                if not self.wake_pending:
+                    self._wake()
+                while len(self.dq) >= self.limit and self.open:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        self.counters.drop(DropReason.BLOCK_TIMEOUT)
+                        return False
+                    self._space.wait(remaining)
+                if not self.open:
+                    self.counters.drop(DropReason.SHUTDOWN)
+                    return False
+                self.dq.append(item)
+                return True
+            finally:
+                self._blocked -= 1
+
+    def put_marker(self, marker: FlushMarker) -> None:
+        """Append a flush marker (never refused) and wake the worker."""
+        self.dq.append(marker)
+        self._wake()
+
+    # ------------------------------------------------------------------ worker side
+
+    def set_waker(self, waker: Callable[[], None] | None) -> None:
+        self._waker = waker
+
+    def take(self, n: int) -> list[Any]:
+        """Pop up to ``n`` items (markers included, they do not count toward ``n``)."""
+        out: list[Any] = []
+        dq = self.dq
+        popleft = dq.popleft
+        got = 0
+        try:
+            while got < n:
+                item = popleft()
+                out.append(item)
+                if type(item) is not FlushMarker:
+                    got += 1
+        except IndexError:
+            pass
+        self.taken += got
+        if self._blocked:
+            with self._space:
+                self._space.notify_all()
+        return out
+
+    def observe_sizes(self, total_bytes: int, count: int) -> None:
+        """Fold measured encoded sizes into the mean and recompute the event limit."""
+        if count <= 0:
+            return
+        mean = total_bytes / count
+        self.mean_bytes = 0.8 * self.mean_bytes + 0.2 * mean
+        self.limit = self._compute_limit()
+
+    def depth(self) -> int:
+        return len(self.dq)
+
+    def close(self) -> None:
+        """Refuse further items (wakes blocked producers)."""
+        self.open = False
+        with self._space:
+            self._space.notify_all()
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: empty, unlocked, closed until the pipeline restarts."""
+        self.dq = collections.deque()
+        self._lock = threading.Lock()
+        self._space = threading.Condition(self._lock)
+        self._blocked = 0
+        self._waker = None
+        self.wake_pending = False
+        self.taken = 0
+        self.evicted = 0
+        self.open = False
+
+    @property
+    def enqueued(self) -> int:
+        return self.taken + self.evicted + len(self.dq)
