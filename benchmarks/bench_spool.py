@@ -10,6 +10,7 @@ defaults to a fresh temporary directory; pass ``--dir`` to measure another files
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -168,7 +169,7 @@ def main(argv: list[str]) -> int:
                 name = f"append batch={batch} fsync={interval}"
                 cases[name] = _repeat(
                     args.runs,
-                    lambda b=batch, i=interval, n=total: bench_append(base, b, i, n),  # type: ignore[misc]
+                    functools.partial(bench_append, base, batch, interval, total),
                 )
                 cases[name]["records"] = total
                 print(f"  {name}: {_fmt(cases[name]['median']['records_per_s'])} rec/s", flush=True)

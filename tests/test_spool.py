@@ -677,3 +677,63 @@ def test_zlib_crc_matches_format(spool_dir: Path) -> None:
     assert struct.unpack_from("<HH", data, 8) == (1, 0)
     assert struct.unpack_from("<II", data, HEADER_SIZE) == (5, zlib.crc32(b"hello"))
     assert data[HEADER_SIZE + RECORD_HEADER_SIZE :] == b"hello"
+
+
+def test_record_larger_than_a_segment(spool_dir: Path) -> None:
+    """A record bigger than segment_bytes gets a segment of its own; nothing is split."""
+    big = rec(1, 10_000)
+    with Spool(spool_dir, segment_bytes=1024) as spool:
+        assert spool.append([rec(0), big, rec(2)]) == 3
+        assert spool.append([rec(3, 5000)]) == 1
+        assert spool.append([rec(4)]) == 1
+        assert spool.stats.segments == 3
+    with Spool(spool_dir, segment_bytes=1024) as spool:
+        payloads = drain(spool, batch=2)
+    assert [rid(p) for p in payloads] == [0, 1, 2, 3, 4]
+    assert payloads[1] == big
+
+
+def test_reader_and_appenders_concurrently(spool_dir: Path) -> None:
+    """A reader draining while threads append across segment rolls: each record once."""
+    n_threads, per_thread = 4, 400
+    total = n_threads * per_thread
+    seen: list[int] = []
+    released = 0
+    with Spool(spool_dir, segment_bytes=4096, fsync_interval=0.005) as spool:
+        done = threading.Event()
+
+        def producer(t: int) -> None:
+            for i in range(per_thread):
+                spool.append([rec(t * 10_000 + i)])
+
+        def consumer() -> None:
+            nonlocal released
+            while True:
+                items = spool.read(50, max_bytes=3000)
+                if not items:
+                    if done.is_set() and not spool:
+                        return
+                    continue
+                if released < 20 and rid(items[0][1]) % 3 == 0:
+                    released += 1  # a failed send: give the batch back
+                    spool.release(r for r, _ in items)
+                    continue
+                seen.extend(rid(p) for _, p in items)
+                spool.ack(r for r, _ in items)
+
+        producers = [threading.Thread(target=producer, args=(t,)) for t in range(n_threads)]
+        reader = threading.Thread(target=consumer)
+        reader.start()
+        for th in producers:
+            th.start()
+        for th in producers:
+            th.join()
+        done.set()
+        reader.join()
+        assert len(spool) == 0
+        assert spool.stats.acked == total
+    assert len(seen) == total
+    assert sorted(seen) == sorted(
+        t * 10_000 + i for t in range(n_threads) for i in range(per_thread)
+    )
+    assert segment_files(spool_dir) == []

@@ -32,6 +32,19 @@ a zero-filled tail after power loss) is truncated and its bytes counted; a recor
 fails is skipped and counted; a record whose length is absurd (0 or > 64 MiB) makes the
 rest of that segment unreadable, so the rest of that segment is skipped and counted once;
 everything else is replayed oldest first. A new segment is started on every open.
+
+For callers (the worker; the daemon's ``spool inspect/replay/purge``):
+
+* ``append`` never raises and returns how many records were accepted; every refusal is
+  counted in ``stats`` by reason (``dropped_full``, ``dropped_io_error``, ``dropped_closed``,
+  ``rejected_invalid``) and logged once per state change. ``durable=True`` forces an fsync
+  even with ``fsync_interval=None``.
+* A ``RecordRef`` is valid only for the Spool instance that handed it out; acking a stale
+  ref (its segment dropped at the cap, or from before a reopen) is a no-op.
+* One open Spool per directory (flock on ``spool.lock``): a second ``Spool()`` on the same
+  directory, in this or another process, raises ``SpoolLockedError``; so does
+  ``purge_spool`` on an open spool. A forked child's copy is closed (appends are counted as
+  ``dropped_closed``); the child must not reuse the parent's directory while it is open.
 """
 
 from __future__ import annotations
