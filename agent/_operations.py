@@ -484,16 +484,30 @@ def get_scores(
 
 def create_scores(scores: Sequence[ScoreDict]) -> Operation[list[Score]]:
     """Create many scores in one request (aliases ``score_0``...); every key of each dict
-    travels as ``{key}_{i}``, ``None`` included, as the reference does."""
+    travels as ``{key}_{i}``, ``None`` included, as the reference does.
+
+    The answer selects only ``id name type value label comment scorer``; the other fields
+    of the returned scores (``stepId``, ``datasetExperimentItemId``, ``tags``) are filled
+    from what was sent.
+    """
     check_scores(scores)
     for score in scores:
         _check_score_type(score.get("type"))
-    variables = {f"{k}_{i}": v for i, score in enumerate(scores) for k, v in score.items()}
+    sent = [dict(score) for score in scores]
+    variables = {f"{k}_{i}": v for i, score in enumerate(sent) for k, v in score.items()}
+
+    def decode(response: Any) -> list[Score]:
+        created = list((response.get("data") or {}).values())
+        return [
+            Score.from_dict({**given, **{k: v for k, v in answer.items() if v is not None}})
+            for given, answer in zip(sent, created, strict=False)
+        ]
+
     return Operation(
         description="create scores",
         query=gql.create_scores_document(len(scores)),
         variables=variables,
-        decode=lambda response: [Score.from_dict(x) for x in (response.get("data") or {}).values()],
+        decode=decode,
     )
 
 
