@@ -314,8 +314,11 @@ class _DocumentCache:
 class GraphQLService:
     """Answers GraphQL requests against one storage (thread-safe, blocking)."""
 
-    def __init__(self, storage: Storage, *, cache_chars: int = DEFAULT_CACHE_CHARS) -> None:
+    def __init__(
+        self, storage: Storage, *, cache_chars: int = DEFAULT_CACHE_CHARS, fast_paths: bool = True
+    ) -> None:
         self.storage = storage
+        self.fast_paths = fast_paths
         self.schema = build_collector_schema()
         self._cache = _DocumentCache(cache_chars)
 
@@ -358,7 +361,7 @@ class GraphQLService:
         prepared = self.prepare(query)
         if prepared.errors or prepared.document is None:
             return {"errors": [e.formatted for e in prepared.errors]}
-        if prepared.plan is not None:
+        if prepared.plan is not None and self.fast_paths:
             fast = self._run_plan(prepared.plan, variables, ctx)
             if fast is not None:
                 return fast

@@ -1,0 +1,193 @@
+"""Bad input: malformed bodies, invalid documents, bad steps in a batch, size limits, paths."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from literalai.api.helpers.gql import steps_query_builder, steps_variables_builder
+from literalai.api.helpers.score_helpers import (
+    create_scores_query_builder,
+)
+
+from agent.collector._graphql import GraphQLService
+from agent.collector._resolvers import RequestContext
+from agent.collector._sqlite import open_sqlite
+from agent.testing import CollectorThread
+
+
+def _post(collector: CollectorThread, path: str, **kwargs: Any) -> httpx.Response:
+    headers = {"x-api-key": collector.api_key, **kwargs.pop("headers", {})}
+    return httpx.post(f"{collector.url}{path}", headers=headers, **kwargs)
+
+
+def _gql(collector: CollectorThread, query: str, variables: dict[str, Any] | None = None) -> Any:
+    response = _post(collector, "/api/graphql", json={"query": query, "variables": variables or {}})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_malformed_json_is_400(collector: CollectorThread) -> None:
+    """A body that is not JSON (or not a GraphQL request) gets 400 and a message."""
+    for body in (b"{not json", b"[1, 2]", b'{"variables": {}}'):
+        response = _post(collector, "/api/graphql", content=body)
+        assert response.status_code == 400
+        assert "Malformed" in response.json()["message"]
+    rest = _post(collector, "/api/export/dataset", content=b"{oops")
+    assert rest.status_code == 400 and "Malformed JSON" in rest.json()["message"]
+
+
+def test_syntax_and_validation_errors_name_the_problem(collector: CollectorThread) -> None:
+    """Unparseable and invalid documents answer GraphQL errors (no data)."""
+    syntax = _gql(collector, "query { step(id: ")
+    assert "data" not in syntax and "Syntax Error" in syntax["errors"][0]["message"]
+    invalid = _gql(collector, 'query { nope(id: "x") { id } }')
+    assert "Cannot query field 'nope' on type 'Query'" in invalid["errors"][0]["message"]
+
+
+def test_empty_create_scores_document_is_lenient(collector: CollectorThread) -> None:
+    """The SDK's zero-score document ``mutation CreateScores() { }`` answers {"data": {}}."""
+    assert _gql(collector, create_scores_query_builder([])) == {"data": {}}
+
+
+def test_bad_steps_in_a_batch_fail_alone(collector: CollectorThread) -> None:
+    """An invalid type or timestamp gives ok:false for its alias; the other steps are stored."""
+    steps = [
+        {"id": "bad-batch-ok-0", "type": "tool", "name": "fine"},
+        {"id": "bad-batch-type", "type": "not_a_type"},
+        {"id": "bad-batch-time", "type": "tool", "startTime": "yesterday at noon"},
+        {"id": "bad-batch-ok-3", "type": "run", "startTime": "2024-05-01T12:00:00+02:00"},
+    ]
+    result = _gql(collector, steps_query_builder(steps), steps_variables_builder(steps))
+    data = result["data"]
+    assert list(data) == ["step0", "step1", "step2", "step3"]
+    assert data["step0"] == {"ok": True, "message": None}
+    assert (
+        data["step1"]["ok"] is False
+        and "Invalid step type 'not_a_type'" in data["step1"]["message"]
+    )
+    assert data["step2"]["ok"] is False and "Invalid startTime" in data["step2"]["message"]
+    assert data["step3"]["ok"] is True
+    query = "query($id: String!) { step(id: $id) { id startTime } }"
+    assert (
+        _gql(collector, query, {"id": "bad-batch-ok-0"})["data"]["step"]["id"] == "bad-batch-ok-0"
+    )
+    assert _gql(collector, query, {"id": "bad-batch-type"})["data"]["step"] is None
+    stored = _gql(collector, query, {"id": "bad-batch-ok-3"})["data"]["step"]
+    assert stored["startTime"] == "2024-05-01T10:00:00.000000Z"
+
+
+def test_fast_path_and_general_path_answer_the_same(tmp_path: Path) -> None:
+    """The batched fast path and graphql-core execution give identical answers and rows."""
+    steps: list[dict[str, Any]] = [
+        {"id": "same-0", "type": "llm", "threadId": "t-same", "input": {"a": [1, 2]},
+         "generation": {"type": "CHAT", "messages": [], "model": "m"},
+         "scores": [{"name": "s", "type": "AI", "value": 1}], "attachments": []},
+        {"id": "same-1", "type": "oops"},
+        {"id": "same-2", "endTime": "not a date", "tags": ["x"]},
+        {"id": "same-3", "parentId": "same-0", "metadata": {"k": "v"}, "tags": ["a", "b"]},
+    ]  # fmt: skip
+    query, variables = steps_query_builder(steps), steps_variables_builder(steps)
+    answers, rows = [], []
+    for fast in (True, False):
+        storage = open_sqlite(tmp_path / str(fast))
+        service = GraphQLService(storage, fast_paths=fast)
+        ctx = RequestContext(storage, "staging", "http://x", lambda key: key)
+        answers.append(service.run(query, dict(variables), ctx))
+        step_rows = storage.get("step", ["same-0", "same-1", "same-2", "same-3"])
+        rows.append(
+            {k: {f: v for f, v in r.items() if f != "createdAt"} for k, r in step_rows.items()}
+        )
+        gens = storage.find("generation", "stepId", ["same-0"])
+        assert [g["model"] for g in gens] == ["m"]
+        storage.close()
+    assert answers[0] == answers[1]
+    assert rows[0] == rows[1]
+    assert rows[0]["same-0"]["environment"] == "staging"
+
+
+def test_missing_required_variable_is_a_graphql_error(collector: CollectorThread) -> None:
+    """A batch document whose ``$id_0: String!`` is missing gets graphql-core's variable error."""
+    steps = [{"id": "x", "type": "tool"}]
+    result = _gql(collector, steps_query_builder(steps), {"type_0": "tool"})
+    assert "data" not in result or result.get("data") is None
+    assert (
+        "Variable '$id_0'"
+        in result["errors"][0]["message"]
+    )
+
+
+@pytest.fixture
+def small_collector(tmp_path: Path) -> Iterator[CollectorThread]:
+    """A collector accepting bodies of at most 2000 bytes."""
+    with CollectorThread(tmp_path / "small", max_body_bytes=2000) as running:
+        yield running
+
+
+def test_body_over_limit_is_413(small_collector: CollectorThread) -> None:
+    """Declared (Content-Length) and streamed (chunked) bodies over the limit get 413."""
+    big = {"query": 'query { step(id: "x") { id } }', "pad": "x" * 5000}
+    assert _post(small_collector, "/api/graphql", json=big).status_code == 413
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"query": "query { step(id: \\"x\\") { id } }", "pad": "'
+        for _ in range(10):
+            yield b"x" * 500
+        yield b'"}'
+
+    streamed = _post(small_collector, "/api/graphql", content=chunks())
+    assert streamed.status_code == 413
+    assert (
+        _post(
+            small_collector, "/api/graphql", json={"query": '{ step(id: "x") { id } }'}
+        ).status_code
+        == 200
+    )
+
+
+def test_raw_chunked_body_over_limit_is_413(small_collector: CollectorThread) -> None:
+    """A raw chunked request larger than the limit is refused with 413 too."""
+    payload = b"x" * 3000
+    request = (
+        b"POST /api/graphql HTTP/1.1\r\nHost: x\r\nx-api-key: " + small_collector.api_key.encode()
+        + b"\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + f"{len(payload):x}\r\n".encode() + payload + b"\r\n0\r\n\r\n"
+    )  # fmt: skip
+    with socket.create_connection(("127.0.0.1", small_collector.port), timeout=5) as sock:
+        sock.sendall(request)
+        assert sock.recv(100).startswith(b"HTTP/1.1 413")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"fileName": "../escape.txt"},
+        {"fileName": "/etc/passwd"},
+        {"fileName": "a/b"},
+        {"fileName": ".."},
+        {"fileName": "ok.txt", "threadId": "../../up"},
+        {"fileName": "ok.txt", "threadId": "/abs"},
+    ],
+)
+def test_upload_names_cannot_escape(collector: CollectorThread, body: dict[str, Any]) -> None:
+    """Path-like upload names are rejected at signing time; nothing is written."""
+    before = sorted(p for p in collector.data_dir.rglob("*"))
+    response = _post(collector, "/api/upload/file", json={"contentType": "text/plain", **body})
+    assert response.status_code == 400 and "Invalid" in response.json()["message"]
+    assert sorted(p for p in collector.data_dir.rglob("*")) == before
+
+
+def test_upload_form_key_is_ignored_and_token_single_use(collector: CollectorThread) -> None:
+    """The upload target writes only under the signed key (a forged form key is ignored)."""
+    signed = _post(collector, "/api/upload/file", json={"fileName": "safe.bin"}).json()
+    url, key = signed["post"]["url"], signed["post"]["fields"]["key"]
+    files = {"file": ("safe.bin", b"data", "application/octet-stream")}
+    response = httpx.post(url, data={"key": "../../../evil"}, files=files)
+    assert response.status_code == 204
+    assert (collector.data_dir / "uploads" / key).read_bytes() == b"data"
+    assert not any(p.name == "evil" for p in collector.data_dir.parent.rglob("evil"))
+    assert httpx.post(url, files=files).status_code == 404
