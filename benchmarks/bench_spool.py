@@ -183,6 +183,10 @@ def main(argv: list[str]) -> int:
             args.runs, lambda: bench_replay(base, replay_total)
         )
         cases["replay read(1000)+ack"]["records"] = replay_total
+        cases["replay read(1)+ack"] = _repeat(
+            args.runs, functools.partial(bench_replay, base, replay_total // 10, 1)
+        )
+        cases["replay read(1)+ack"]["records"] = replay_total // 10
     finally:
         if own_tmp:
             shutil.rmtree(base, ignore_errors=True)

@@ -737,3 +737,19 @@ def test_reader_and_appenders_concurrently(spool_dir: Path) -> None:
         t * 10_000 + i for t in range(n_threads) for i in range(per_thread)
     )
     assert segment_files(spool_dir) == []
+
+
+def test_one_record_reads_of_mixed_sizes(spool_dir: Path) -> None:
+    """read(1, budget) one at a time (the worker's pattern) over tiny and >256 KiB records."""
+    sizes = [10, 300_000, 100, 5000, 270_000, 9, 64 << 10, 1]
+    payloads = [rec(i, max(s, 8)) for i, s in enumerate(sizes)]
+    with Spool(spool_dir, segment_bytes=1 << 20) as spool:
+        for p in payloads[:4]:
+            spool.append([p])
+        spool.append(payloads[4:])
+        got: list[bytes] = []
+        while items := spool.read(1, 4096):
+            assert len(items) == 1
+            got.append(items[0][1])
+            spool.ack([items[0][0]])
+    assert got == payloads

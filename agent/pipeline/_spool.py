@@ -99,7 +99,8 @@ MAX_RECORD_BYTES: Final = 64 << 20
 LOCK_NAME: Final = "spool.lock"
 _SEGMENT_RE: Final = re.compile(r"^seg-(\d{20})\.spool$")
 _ACK_RE: Final = re.compile(r"^seg-(\d{20})\.ack$")
-_READ_CHUNK: Final = 256 << 10
+_READ_CHUNK: Final = 256 << 10  # largest pread of several records at once
+_MIN_READ: Final = 4096
 _IO_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG, errno.EROFS})
 
 _fdatasync = getattr(os, "fdatasync", os.fsync)
@@ -395,6 +396,7 @@ class Spool:
         self._appended = self._acked = self._corrupt = self._torn = 0
         self._dropped_full = self._dropped_io = self._dropped_closed = self._rejected = 0
         self._fsyncs = self._fsync_errors = self._recovered = 0
+        self._avg_len = 1024.0  # running mean payload size, sizes reads of a few records
 
         created = not self._dir.exists()
         self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -467,6 +469,7 @@ class Spool:
         self._bytes += seg.size
         self._unacked += seg.unacked
         self._recovered += seg.unacked
+        self._avg_len = max(1.0, (seg.size - HEADER_SIZE) / scan.records - RECORD_HEADER_SIZE)
 
     # ------------------------------------------------------------------ append
 
@@ -526,6 +529,7 @@ class Spool:
             self._bytes += len(buf)
             self._unacked += accepted
             self._appended += accepted
+            self._avg_len += ((len(buf) / accepted - RECORD_HEADER_SIZE) - self._avg_len) * 0.1
             self._write_seq += 1
             my_seq = self._write_seq
             self._dirty[seg.seq] = seg
@@ -792,7 +796,11 @@ class Spool:
         in_flight = seg.in_flight
         seq = seg.seq
         while pos < size and len(out) < max_records and budget[0] != 0:
-            chunk = os.pread(fd, min(size - pos, _READ_CHUNK), pos)
+            # read about what the caller asked for (read(1) must not pread 256 KiB)
+            want = (max_records - len(out)) * (RECORD_HEADER_SIZE + self._avg_len) * 1.25
+            if budget[0] > 0:
+                want = min(want, budget[0] + 2 * RECORD_HEADER_SIZE)
+            chunk = os.pread(fd, min(size - pos, _READ_CHUNK, max(_MIN_READ, int(want))), pos)
             base = pos
             i = 0
             n = len(chunk)
