@@ -84,13 +84,19 @@ def test_bad_steps_in_a_batch_fail_alone(collector: CollectorThread) -> None:
 def test_fast_path_and_general_path_answer_the_same(tmp_path: Path) -> None:
     """The batched fast path and graphql-core execution give identical answers and rows."""
     steps: list[dict[str, Any]] = [
-        {"id": "same-0", "type": "llm", "threadId": "t-same", "input": {"a": [1, 2]},
-         "generation": {"type": "CHAT", "messages": [], "model": "m"},
-         "scores": [{"name": "s", "type": "AI", "value": 1}], "attachments": []},
+        {
+            "id": "same-0",
+            "type": "llm",
+            "threadId": "t-same",
+            "input": {"a": [1, 2]},
+            "generation": {"type": "CHAT", "messages": [], "model": "m"},
+            "scores": [{"name": "s", "type": "AI", "value": 1}],
+            "attachments": [],
+        },
         {"id": "same-1", "type": "oops"},
         {"id": "same-2", "endTime": "not a date", "tags": ["x"]},
         {"id": "same-3", "parentId": "same-0", "metadata": {"k": "v"}, "tags": ["a", "b"]},
-    ]  # fmt: skip
+    ]
     query, variables = steps_query_builder(steps), steps_variables_builder(steps)
     answers, rows = [], []
     for fast in (True, False):
@@ -115,10 +121,7 @@ def test_missing_required_variable_is_a_graphql_error(collector: CollectorThread
     steps = [{"id": "x", "type": "tool"}]
     result = _gql(collector, steps_query_builder(steps), {"type_0": "tool"})
     assert "data" not in result or result.get("data") is None
-    assert (
-        "Variable '$id_0'"
-        in result["errors"][0]["message"]
-    )
+    assert "Variable '$id_0'" in result["errors"][0]["message"]
 
 
 @pytest.fixture
@@ -153,10 +156,13 @@ def test_raw_chunked_body_over_limit_is_413(small_collector: CollectorThread) ->
     """A raw chunked request larger than the limit is refused with 413 too."""
     payload = b"x" * 3000
     request = (
-        b"POST /api/graphql HTTP/1.1\r\nHost: x\r\nx-api-key: " + small_collector.api_key.encode()
+        b"POST /api/graphql HTTP/1.1\r\nHost: x\r\nx-api-key: "
+        + small_collector.api_key.encode()
         + b"\r\nTransfer-Encoding: chunked\r\n\r\n"
-        + f"{len(payload):x}\r\n".encode() + payload + b"\r\n0\r\n\r\n"
-    )  # fmt: skip
+        + f"{len(payload):x}\r\n".encode()
+        + payload
+        + b"\r\n0\r\n\r\n"
+    )
     with socket.create_connection(("127.0.0.1", small_collector.port), timeout=5) as sock:
         sock.sendall(request)
         assert sock.recv(100).startswith(b"HTTP/1.1 413")
