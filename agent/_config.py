@@ -979,6 +979,9 @@ def _read_file(path: str, raw: _Raw, *, named_by: str | None = None) -> None:
 
     sections = list(SECTIONS)
     for name, table in document.items():
+        if name in SECTIONS and not isinstance(table, dict):
+            raw.problems.append(f"{path}: [{name}]: expected a table, got {_type_name(table)}")
+            continue
         if not isinstance(table, dict):
             owners = [s for s in sections if name in RULES[s]]
             hint = f"did you mean [{owners[0]}] {name}? " if owners else ""

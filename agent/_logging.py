@@ -22,9 +22,10 @@ Standard library logging
     Records of ``logging`` loggers (httpx, httpcore, uvicorn, ...) go through the
     same timestamp/level/redaction/renderer chain via a handler on the root logger.
     The noisy libraries in :data:`LIBRARY_LOGGERS` are held at ``WARNING`` (or the
-    configured level if higher). httpx logs request URLs (never headers) at INFO; the
-    redaction above covers keys in URLs anyway. uvicorn installs its own handlers
-    unless it is started with ``log_config=None``; do that so its records come here.
+    configured level if higher), and their own handlers are removed so that their
+    records propagate here. httpx logs request URLs (never headers) at INFO; the
+    redaction above covers keys in URLs anyway. uvicorn re-installs its handlers when a
+    ``uvicorn.Config`` is built with the default ``log_config``: pass ``log_config=None``.
 
 No feedback into telemetry
     The agent's own structlog output is written straight to a stream by a structlog
@@ -114,7 +115,7 @@ _lock = threading.Lock()
 _secrets: tuple[str, ...] = ()  # longest first, replaced atomically (copy on write)
 _configured = False
 _handler: logging.Handler | None = None
-_saved_levels: dict[str, int] = {}
+_saved_libraries: dict[str, tuple[int, list[logging.Handler], bool]] = {}
 _saved_root_level: int | None = None
 _saved_structlog: dict[str, Any] | None = None
 
@@ -358,7 +359,13 @@ def configure_logging(
         _handler = handler
         for name in LIBRARY_LOGGERS:
             lib = logging.getLogger(name)
-            _saved_levels.setdefault(name, lib.level)
+            if name not in _saved_libraries:
+                _saved_libraries[name] = (lib.level, list(lib.handlers), lib.propagate)
+            # Take the library's records over (uvicorn's default log_config gives its
+            # loggers their own handlers and propagate=False).
+            for own in list(lib.handlers):
+                lib.removeHandler(own)
+            lib.propagate = True
             lib.setLevel(max(logging.WARNING, levelno))
         _configured = True
 
@@ -382,9 +389,13 @@ def reset_logging() -> None:
         if _saved_root_level is not None:
             root.setLevel(_saved_root_level)
             _saved_root_level = None
-        for name, lvl in _saved_levels.items():
-            logging.getLogger(name).setLevel(lvl)
-        _saved_levels.clear()
+        for name, (lvl, handlers, propagate) in _saved_libraries.items():
+            lib = logging.getLogger(name)
+            lib.setLevel(lvl)
+            for own in handlers:
+                lib.addHandler(own)
+            lib.propagate = propagate
+        _saved_libraries.clear()
         _configured = False
 
 

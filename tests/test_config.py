@@ -454,6 +454,16 @@ def test_client_from_env() -> None:
             id="unknown-section",
         ),
         pytest.param(
+            "pipeline = 3\n",
+            "[pipeline]: expected a table, got an integer",
+            id="section-not-a-table",
+        ),
+        pytest.param(
+            "[[pipeline]]\nbatch_size = 1\n",
+            "[pipeline]: expected a table, got a list",
+            id="array-of-tables",
+        ),
+        pytest.param(
             "batch_size = 10\n",
             'unknown top-level key "batch_size"; keys belong in a section: did you mean'
             " [pipeline] batch_size?",

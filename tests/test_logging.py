@@ -305,6 +305,30 @@ def test_stdlib_logging_is_routed_through_the_same_renderer() -> None:
     assert SECRET not in out.getvalue()
 
 
+def test_library_loggers_with_their_own_handlers_are_taken_over() -> None:
+    """uvicorn's default log_config gives its loggers own handlers and propagate=False;
+    configure_logging takes them over, reset_logging gives them back."""
+    uvicorn_error = logging.getLogger("uvicorn.error")
+    before = (list(uvicorn_error.handlers), uvicorn_error.propagate, uvicorn_error.level)
+    elsewhere = io.StringIO()
+    own = logging.StreamHandler(elsewhere)
+    uvicorn_error.addHandler(own)
+    uvicorn_error.propagate = False
+    try:
+        out = io.StringIO()
+        configure_logging("json", "info", out)
+        uvicorn_error.error("Address already in use")
+        assert json_lines(out)[0]["logger"] == "uvicorn.error"
+        assert elsewhere.getvalue() == ""
+        reset_logging()
+        assert own in uvicorn_error.handlers
+        assert uvicorn_error.propagate is False
+    finally:
+        uvicorn_error.removeHandler(own)
+        uvicorn_error.propagate = before[1]
+    assert (list(uvicorn_error.handlers), uvicorn_error.propagate, uvicorn_error.level) == before
+
+
 def test_httpx_request_logs_never_contain_the_key() -> None:
     """Even when httpx's INFO request log is enabled, the key (header or URL) is masked."""
     key = "sk-HTTPXLOG-93f0a1b2c3"
