@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -328,7 +329,7 @@ class ClientConfig(msgspec.Struct, **_STRUCT):
     api_key: str | None = None
     """API key sent as ``x-api-key`` (env ``LITERAL_API_KEY``); masked in ``repr``."""
     url: str = DEFAULT_API_URL
-    """Base URL of the API (env ``LITERAL_API_URL``)."""
+    """Base URL of the API (env ``LITERAL_API_URL``); loading strips a trailing ``/``."""
     environment: str | None = None
     """Environment stamped on steps via ``x-env`` (env ``LITERAL_ENV``)."""
     timeout: float = DEFAULT_TIMEOUT
@@ -801,9 +802,22 @@ def _coerce(rule: _Rule, value: Any, *, from_env: bool) -> Any:
         if choice not in rule.choices:
             raise _InvalidError
         return rule.enum(choice) if rule.enum is not None else choice
-    if kind in ("url", "address"):
+    if kind == "url":
+        return value.strip().rstrip("/")  # callers append "/api/graphql"
+    if kind == "address":
         return value.strip()
     return value
+
+
+def _is_http_url(value: str) -> bool:
+    if any(c.isspace() for c in value):
+        return False
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError if the port is not a number in range
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def _check(rule: _Rule, value: Any) -> bool:
@@ -831,7 +845,7 @@ def _check(rule: _Rule, value: Any) -> bool:
     if kind == "choice":
         return str(value) in rule.choices
     if kind == "url":
-        return re.match(r"^https?://[^/\s:]+(:\d+)?(/\S*)?$", value) is not None
+        return _is_http_url(value)
     if kind == "address":
         try:
             parse_address(value)

@@ -254,8 +254,8 @@ def test_environment_beats_file(tmp_path: Path) -> None:
     assert cfg.client.environment == "prod"
     assert cfg.pipeline.batch_size == 100
 
-    cfg = load_config(path, env={**env, "LITERAL_AGENT_CLIENT_URL": "http://generic:3"})
-    assert cfg.client.url == "http://generic:3"
+    cfg = load_config(path, env={**env, "LITERAL_AGENT_CLIENT_URL": "http://generic:3/"})
+    assert cfg.client.url == "http://generic:3"  # trailing slash stripped
     # an empty SDK variable counts as unset
     assert load_config(path, env={"LITERAL_API_URL": ""}).client.url == "http://file:1"
 
@@ -322,6 +322,26 @@ def test_environment_bad_value_names_the_variable() -> None:
     assert "[spool] enabled: expected true or false" in message
     message = error_of(env={"LITERAL_API_URL": "cloud.getliteral.ai"})
     assert message.startswith("environment variable LITERAL_API_URL: [client] url: expected an")
+
+
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [
+        ("https://cloud.getliteral.ai", True),
+        ("http://127.0.0.1:8799", True),
+        ("http://[::1]:8799/prefix", True),
+        ("http://localhost:99999", False),
+        ("http://", False),
+        ("cloud.getliteral.ai", False),
+        ("https://cloud getliteral.ai", False),
+    ],
+)
+def test_url_validation(url: str, ok: bool) -> None:
+    """[client] url must be an http(s) URL with a host and a valid port."""
+    if ok:
+        assert load_config(env={"LITERAL_API_URL": url}).client.url == url
+    else:
+        assert "[client] url: expected an http" in error_of(env={"LITERAL_API_URL": url})
 
 
 def test_client_from_env() -> None:
