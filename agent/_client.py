@@ -1,0 +1,821 @@
+"""LiteralClient / AsyncLiteralClient: the library hook (decorators, context managers, context).
+
+Mirrors the reference SDK's client (``literalai/client.py``, §6 of the protocol notes) with
+three deliberate differences:
+
+* Nothing blocks the caller: ended steps, scores and thread upserts are *enqueued* on the
+  pipeline (started lazily, on the first item). The reference flushes synchronously when a
+  step raises and upserts threads with a blocking HTTP call; we do neither.
+* The hook never raises into user code: its own failures are counted
+  (:meth:`BaseLiteralClient.hook_stats`) and logged. User exceptions are recorded on the
+  step (``error``) and re-raised unchanged.
+* A ``run`` step is the root run until *it* exits (the reference clears the root run when
+  any step exits), and ``client.thread`` restores the enclosing thread on exit.
+
+Filling of ``parent_id``, ``thread_id`` and ``root_run_id`` follows the reference: explicit
+argument, else the innermost open step's, else the active thread / root run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+
+import msgspec
+
+from agent._context import (
+    get_current_root_run,
+    get_current_step,
+    get_current_thread,
+    pop_step,
+    push_step,
+    reset_context,
+    set_thread,
+    state_var,
+)
+from agent._hook_ids import iso_now, new_step_id
+from agent._hook_scope import Binder, capture_output, decorate_step
+from agent._hook_sink import SinkHolder, SinkLike
+from agent._hook_stats import HookStats
+from agent._models import (
+    Attachment,
+    Score,
+    ScoreType,
+    Step,
+    StepType,
+    Thread,
+)
+
+if TYPE_CHECKING:
+    from agent._api import AsyncLiteralAPI, LiteralAPI
+
+__all__ = [
+    "AsyncLiteralClient",
+    "BaseLiteralClient",
+    "LiteralClient",
+    "StepContextManager",
+    "StepSpec",
+    "ThreadContextManager",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_STEP_FIELDS = frozenset(
+    f for f in Step.__struct_fields__ if f not in {"id", "name", "type", "thread_id", "parent_id",
+                                                  "root_run_id", "metadata", "tags"}
+)
+_THREAD_FIELDS = frozenset({"metadata", "tags", "participant_id", "participant_identifier"})
+_MESSAGE_TYPES = frozenset(
+    {StepType.USER_MESSAGE, StepType.ASSISTANT_MESSAGE, StepType.SYSTEM_MESSAGE}
+)
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``str(exc)``, or its repr when empty (``CancelledError()``); never raises."""
+    try:
+        text = str(exc)
+        return text or repr(exc)
+    except Exception:
+        return f"<{type(exc).__name__}>"
+
+
+class StepSpec:
+    """What a ``client.step(...)`` call site asked for; built once per decorator."""
+
+    __slots__ = (
+        "capture_input",
+        "capture_output",
+        "fields",
+        "id",
+        "is_run",
+        "metadata",
+        "name",
+        "parent_id",
+        "root_run_id",
+        "tags",
+        "thread_id",
+        "type",
+    )
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        type: StepType,
+        id: str | None,
+        parent_id: str | None,
+        thread_id: str | None,
+        root_run_id: str | None,
+        metadata: dict[str, Any] | None,
+        tags: list[str] | None,
+        fields: dict[str, Any],
+        capture_input: bool = True,
+        capture_output: bool = True,
+    ) -> None:
+        self.name = name
+        self.type = type
+        self.is_run = type == StepType.RUN
+        self.id = id
+        self.parent_id = parent_id
+        self.thread_id = thread_id
+        self.root_run_id = root_run_id
+        self.metadata = metadata
+        self.tags = tags
+        self.fields = fields
+        self.capture_input = capture_input
+        self.capture_output = capture_output
+
+
+# An open step: [step, spec, is_root, saved_root]. A list, not a class: it is built on
+# every decorated call and a list costs a fifth of an instance.
+_Opened = list
+_STEP, _SPEC, _IS_ROOT, _SAVED_ROOT = range(4)
+
+
+class BaseLiteralClient:
+    """What :class:`LiteralClient` and :class:`AsyncLiteralClient` share (all but I/O)."""
+
+    def __init__(  # noqa: PLR0917 - the reference constructor is positional
+        self,
+        batch_size: int = 5,
+        api_key: str | None = None,
+        url: str | None = None,
+        environment: str | None = None,
+        disabled: bool = False,
+        release: str | None = None,
+        *,
+        config: Any = None,
+        sink: SinkLike | None = None,
+        preprocess: Callable[[list[Any]], list[Any]] | None = None,
+        _holder: SinkHolder | None = None,
+    ) -> None:
+        # batch_size is accepted for compatibility; batching is the pipeline's (config).
+        self.batch_size = batch_size
+        self._api_key = api_key
+        self._url = url
+        self._environment = environment
+        self._config = config
+        self._preprocess = preprocess
+        self.disabled = disabled
+        if environment:
+            # The reference sets the process-wide LITERAL_ENV (the x-env header at send time).
+            os.environ["LITERAL_ENV"] = environment
+        self.global_metadata: dict[str, Any] | None = (
+            {"release": release.strip()} if release and release.strip() else None
+        )
+        self._holder = _holder or SinkHolder(
+            self._make_sink, sink=sink, disabled=disabled, stats=HookStats("agent.hook")
+        )
+        self._stats = self._holder.stats
+        self._api: Any = None
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _make_sink(self) -> SinkLike:
+        """Start the in-process pipeline (called on the first enqueued item)."""
+        from agent.pipeline import Pipeline  # type: ignore[attr-defined]
+
+        return Pipeline(  # type: ignore[no-any-return]
+            self._config, api_key=self._api_key, url=self._url, preprocess=self._preprocess
+        )
+
+    @property
+    def sink(self) -> SinkLike | None:
+        """The pipeline (or injected sink) steps go to; started on first access."""
+        return self._holder.get()
+
+    def hook_stats(self) -> dict[str, int]:
+        """Counters of the hook's own failures and of the items it dropped, by reason."""
+        return self._holder.stats.snapshot()
+
+    def set_preprocess_steps_function(
+        self, preprocess_steps_function: Callable[[list[Any]], list[Any]] | None
+    ) -> None:
+        """Set the function run on each batch of step dicts before sending (e.g. PII removal).
+
+        Takes effect when the pipeline starts; a running pipeline keeps its function unless
+        it exposes ``set_preprocess``.
+        """
+        self._preprocess = preprocess_steps_function
+        sink = self._holder._sink
+        setter = getattr(sink, "set_preprocess", None)
+        if setter is not None:
+            try:
+                setter(preprocess_steps_function)
+            except Exception as exc:
+                self._stats.count("set_preprocess_failed", error=repr(exc))
+        elif sink is not None:
+            self._stats.count("preprocess_ignored_pipeline_running")
+
+    def _open_step(
+        self,
+        spec: StepSpec,
+        binder: Binder | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> list[Any] | None:
+        """Create a step, make it current; ``None`` (counted) if the hook failed."""
+        try:
+            steps, thread, root = state_var.get()
+            parent_id = spec.parent_id
+            thread_id = spec.thread_id
+            root_run_id = spec.root_run_id
+            if steps:
+                parent = steps[-1]
+                parent_id = parent_id or parent.id
+                thread_id = thread_id or parent.thread_id
+                root_run_id = root_run_id or parent.root_run_id
+            if not thread_id and thread is not None:
+                thread_id = thread.id
+            if not root_run_id and root is not None:
+                root_run_id = root.id
+            step = Step(
+                id=spec.id or new_step_id(),
+                name=spec.name,
+                type=spec.type,
+                thread_id=thread_id,
+                parent_id=parent_id,
+                root_run_id=root_run_id,
+                start_time=iso_now(),
+                metadata=self._step_metadata(spec.metadata),
+                tags=list(spec.tags) if spec.tags else None,
+            )
+            if spec.fields:
+                for key, value in spec.fields.items():
+                    setattr(step, key, value)
+            if binder is not None:
+                try:
+                    step.input = binder(args, kwargs)
+                except Exception as exc:
+                    self._stats.count("input_capture_failed", level="debug", error=repr(exc))
+            if root is None and spec.is_run:
+                state_var.set(((*steps, step), thread, step))
+                return [step, spec, True, None]
+            state_var.set(((*steps, step), thread, root))
+            return [step, spec, False, None]
+        except Exception as exc:
+            self._stats.count("step_start_failed", error=repr(exc))
+            return None
+
+    def _step_metadata(self, metadata: dict[str, Any] | None) -> dict[str, Any]:
+        glob = self.global_metadata
+        if metadata:
+            return {**metadata, **glob} if glob else dict(metadata)
+        return dict(glob) if glob else {}
+
+    def _close_step(
+        self, opened: list[Any], exc: BaseException | None, result: Any, has_result: bool
+    ) -> None:
+        """End an open step (recording ``exc``/``result``) and enqueue it; never raises."""
+        try:
+            step: Step = opened[_STEP]
+            if exc is not None:
+                step.error = describe_exception(exc)
+            elif has_result and step.output is None and opened[_SPEC].capture_output:
+                step.output = capture_output(result)
+            step.end_time = iso_now()
+            steps, thread, root = state_var.get()
+            if opened[_IS_ROOT]:
+                root = opened[_SAVED_ROOT]
+            if steps and steps[-1] is step:
+                state_var.set((steps[:-1], thread, root))
+            elif not pop_step(step, restore_root=opened[_IS_ROOT], root=root):
+                self._stats.count("step_not_open_at_end", level="debug")
+            self._holder.enqueue(step)
+        except Exception as err:
+            self._stats.count("step_end_failed", error=repr(err))
+
+    def _resume(self, opened: list[Any]) -> None:
+        """Make a generator's step current again while its body runs."""
+        try:
+            previous = push_step(opened[_STEP], root=opened[_IS_ROOT])
+            if opened[_IS_ROOT]:
+                opened[_SAVED_ROOT] = previous
+        except Exception as exc:
+            self._stats.count("step_resume_failed", error=repr(exc))
+
+    def _suspend(self, opened: list[Any]) -> None:
+        """Hide a generator's step from the consumer between two items."""
+        try:
+            pop_step(opened[_STEP], restore_root=opened[_IS_ROOT], root=opened[_SAVED_ROOT])
+        except Exception as exc:
+            self._stats.count("step_suspend_failed", error=repr(exc))
+
+    def _spec(  # noqa: PLR0917 - internal, mirrors step()'s parameters
+        self,
+        name: str,
+        type: StepType | str | None,
+        id: str | None,
+        parent_id: str | None,
+        thread_id: str | None,
+        root_run_id: str | None,
+        kwargs: dict[str, Any],
+    ) -> StepSpec:
+        try:
+            step_type = StepType(type) if type is not None else StepType.UNDEFINED
+        except ValueError:
+            self._stats.count("invalid_step_type", type=repr(type))
+            step_type = StepType.UNDEFINED
+        metadata = kwargs.pop("metadata", None)
+        tags = kwargs.pop("tags", None)
+        capture_input = bool(kwargs.pop("capture_input", True))
+        capture_out = bool(kwargs.pop("capture_output", True))
+        fields: dict[str, Any] = {}
+        for key, value in kwargs.items():
+            if key in _STEP_FIELDS:
+                fields[key] = value
+            else:
+                self._stats.count("unknown_step_argument", argument=key)
+        return StepSpec(
+            name=name,
+            type=step_type,
+            id=id,
+            parent_id=parent_id,
+            thread_id=thread_id,
+            root_run_id=root_run_id,
+            metadata=metadata if isinstance(metadata, dict) else None,
+            tags=list(tags) if isinstance(tags, list | tuple) else None,
+            fields=fields,
+            capture_input=capture_input,
+            capture_output=capture_out,
+        )
+
+    def _enqueue_thread(self, thread: Thread) -> None:
+        try:
+            glob = self.global_metadata
+            if glob:
+                thread = msgspec.structs.replace(
+                    thread, metadata={**glob, **(thread.metadata or {})}
+                )
+            self._holder.enqueue(thread)
+        except Exception as exc:
+            self._stats.count("thread_upsert_failed", error=repr(exc))
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def api(self) -> Any:
+        """The API client (built on first access)."""
+        raise NotImplementedError
+
+    @overload
+    def thread(self, original_function: F, /) -> F: ...
+    @overload
+    def thread(
+        self,
+        original_function: None = None,
+        /,
+        *,
+        thread_id: str | None = None,
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> ThreadContextManager: ...
+    def thread(
+        self,
+        original_function: Callable[..., Any] | None = None,
+        /,
+        *,
+        thread_id: str | None = None,
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """A thread, as decorator (``@client.thread`` / ``@client.thread(name=...)``) or
+        (async) context manager. ``metadata``, ``tags``, ``participant_id`` go to the thread;
+        it is upserted (through the pipeline) when the block exits."""
+        cm = ThreadContextManager(self, thread_id=thread_id, name=name, **kwargs)
+        if original_function is not None:
+            return cm(original_function)
+        return cm
+
+    @overload
+    def step(self, original_function: F, /) -> F: ...
+    @overload
+    def step(
+        self,
+        original_function: None = None,
+        /,
+        *,
+        name: str = "",
+        type: StepType | str = "undefined",
+        id: str | None = None,
+        parent_id: str | None = None,
+        thread_id: str | None = None,
+        root_run_id: str | None = None,
+        **kwargs: Any,
+    ) -> StepContextManager: ...
+    def step(
+        self,
+        original_function: Callable[..., Any] | None = None,
+        /,
+        *,
+        name: str = "",
+        type: StepType | str = "undefined",
+        id: str | None = None,
+        parent_id: str | None = None,
+        thread_id: str | None = None,
+        root_run_id: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """A step, as decorator (with or without arguments; functions, coroutines,
+        generators, async generators) or (async) context manager.
+
+        Extra keyword arguments: ``metadata``, ``tags`` and any :class:`Step` field
+        (``input``, ``output``, ``generation``, ``attachments``...); ``capture_input=False``
+        / ``capture_output=False`` turn off argument and return-value capture.
+        """
+        spec = self._spec(name, type, id, parent_id, thread_id, root_run_id, kwargs)
+        cm = StepContextManager(self, spec)
+        if original_function is not None:
+            return cm(original_function)
+        return cm
+
+    @overload
+    def run(self, original_function: F, /) -> F: ...
+    @overload
+    def run(
+        self,
+        original_function: None = None,
+        /,
+        *,
+        name: str = "",
+        id: str | None = None,
+        parent_id: str | None = None,
+        thread_id: str | None = None,
+        root_run_id: str | None = None,
+        **kwargs: Any,
+    ) -> StepContextManager: ...
+    def run(
+        self,
+        original_function: Callable[..., Any] | None = None,
+        /,
+        *,
+        name: str = "",
+        id: str | None = None,
+        parent_id: str | None = None,
+        thread_id: str | None = None,
+        root_run_id: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """``step`` with ``type="run"``; the outermost run of a context is its root run."""
+        spec = self._spec(name, StepType.RUN, id, parent_id, thread_id, root_run_id, kwargs)
+        cm = StepContextManager(self, spec)
+        if original_function is not None:
+            return cm(original_function)
+        return cm
+
+    def start_step(  # noqa: PLR0917 - reference signature
+        self,
+        name: str = "",
+        type: StepType | str | None = None,
+        id: str | None = None,
+        parent_id: str | None = None,
+        thread_id: str | None = None,
+        root_run_id: str | None = None,
+        **kwargs: Any,
+    ) -> Step:
+        """Open a step in the current context; end it with ``client.end_step(step)``
+        (``step.end()`` also works, as in the reference SDK)."""
+        spec = self._spec(name, type, id, parent_id, thread_id, root_run_id, kwargs)
+        opened = self._open_step(spec, None, (), {})
+        if opened is None:
+            return Step(name=name)
+        step: Step = opened[_STEP]
+        try:
+            step.__dict__["_literal_opened"] = opened
+            step.__dict__["end"] = lambda: self.end_step(step)
+        except Exception as exc:
+            self._stats.count("step_start_failed", error=repr(exc))
+        return step
+
+    def end_step(self, step: Step) -> None:
+        """End a step opened by :meth:`start_step` and enqueue it (once)."""
+        opened = step.__dict__.pop("_literal_opened", None)
+        if not isinstance(opened, list):
+            self._stats.count("step_ended_twice_or_not_started")
+            return
+        self._close_step(opened, None, None, False)
+
+    def message(  # noqa: PLR0917 - reference signature
+        self,
+        content: str = "",
+        id: str | None = None,
+        parent_id: str | None = None,
+        type: StepType | str = "assistant_message",
+        name: str | None = None,
+        thread_id: str | None = None,
+        attachments: list[Attachment] | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        root_run_id: str | None = None,
+    ) -> Step:
+        """Log a chat message (a message step, ``output = {"content": content}``) now."""
+        try:
+            try:
+                step_type = StepType(type)
+                if step_type not in _MESSAGE_TYPES:
+                    raise ValueError(type)
+            except ValueError:
+                self._stats.count("invalid_message_type", type=repr(type))
+                step_type = StepType.ASSISTANT_MESSAGE
+            steps, thread, root = state_var.get()
+            if steps:
+                parent = steps[-1]
+                parent_id = parent_id or parent.id
+                thread_id = thread_id or parent.thread_id
+                root_run_id = root_run_id or parent.root_run_id
+            if not thread_id and thread is not None:
+                thread_id = thread.id
+            if not root_run_id and root is not None:
+                root_run_id = root.id
+            if not thread_id and not parent_id:
+                # The reference raises here; we log it and send the message anyway.
+                self._stats.count("message_without_thread_or_parent")
+            now = iso_now()
+            step = Step(
+                id=id or new_step_id(),
+                name=name,
+                type=step_type,
+                thread_id=thread_id,
+                parent_id=parent_id,
+                root_run_id=root_run_id,
+                start_time=now,
+                end_time=now,
+                output={"content": content},
+                metadata=self._step_metadata(metadata),
+                tags=tags,
+                attachments=list(attachments or ()),
+            )
+        except Exception as exc:
+            self._stats.count("message_failed", error=repr(exc))
+            return Step(name=name, output={"content": content})
+        self._holder.enqueue(step)
+        return step
+
+    def score(
+        self,
+        name: str,
+        value: float,
+        *,
+        type: ScoreType | str = ScoreType.HUMAN,
+        comment: str | None = None,
+        tags: list[str] | None = None,
+        label: str | None = None,
+        step_id: str | None = None,
+    ) -> Score | None:
+        """Score the current step (or ``step_id``); the score travels through the pipeline.
+
+        Returns the :class:`Score`, or ``None`` (counted, logged) when the value is not a
+        finite number, the type is unknown or there is no step to score.
+        """
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self._stats.count("score_value_invalid", score=name)
+            return None
+        if not math.isfinite(number):
+            self._stats.count("score_value_not_finite", score=name, value=repr(number))
+            return None
+        try:
+            score_type = ScoreType(type)
+        except ValueError:
+            self._stats.count("score_type_invalid", score=name, type=repr(type))
+            return None
+        if step_id is None:
+            current = get_current_step()
+            if current is None:
+                self._stats.count("score_without_step", score=name)
+                return None
+            step_id = current.id
+        score = Score(
+            name=name,
+            type=score_type,
+            value=number,
+            step_id=step_id,
+            comment=comment,
+            tags=tags,
+            label=label,
+        )
+        self._holder.enqueue(score)
+        return score
+
+    def get_current_step(self) -> Step | None:
+        """The innermost open step of the current context."""
+        return get_current_step()
+
+    def get_current_thread(self) -> Thread | None:
+        """The active thread of the current context."""
+        return get_current_thread()
+
+    def get_current_root_run(self) -> Step | None:
+        """The root run of the current context."""
+        return get_current_root_run()
+
+    def reset_context(self) -> None:
+        """Forget the open steps, the active thread and the root run of this context."""
+        reset_context()
+
+    def flush_and_stop(self, timeout: float | None = None) -> Any:
+        """Deliver what is queued, then stop the pipeline (later items are counted drops)."""
+        return self._holder.shutdown(timeout)
+
+
+class StepContextManager:
+    """``client.step(...)`` without a function: a context manager or a decorator."""
+
+    __slots__ = ("_client", "_opened", "_spec")
+
+    def __init__(self, client: BaseLiteralClient, spec: StepSpec) -> None:
+        self._client = client
+        self._spec = spec
+        self._opened: list[list[Any] | None] = []
+
+    def __call__(self, func: F) -> F:
+        spec = self._spec
+        if not spec.name:
+            spec = StepSpec(
+                name=getattr(func, "__name__", "") or "",
+                type=spec.type,
+                id=spec.id,
+                parent_id=spec.parent_id,
+                thread_id=spec.thread_id,
+                root_run_id=spec.root_run_id,
+                metadata=spec.metadata,
+                tags=spec.tags,
+                fields=spec.fields,
+                capture_input=spec.capture_input,
+                capture_output=spec.capture_output,
+            )
+        return decorate_step(self._client, func, spec)
+
+    def _enter(self) -> Step:
+        opened = self._client._open_step(self._spec, None, (), {})
+        self._opened.append(opened)
+        return opened[_STEP] if opened is not None else Step(name=self._spec.name)
+
+    def _exit(self, exc: BaseException | None) -> None:
+        opened = self._opened.pop() if self._opened else None
+        if opened is not None:
+            self._client._close_step(opened, exc, None, False)
+
+    def __enter__(self) -> Step:
+        return self._enter()
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        self._exit(exc)
+
+    async def __aenter__(self) -> Step:
+        return self._enter()
+
+    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        self._exit(exc)
+
+
+class ThreadContextManager:
+    """``client.thread(...)``: sets the active thread; upserts it (enqueued) on exit."""
+
+    __slots__ = ("_client", "_fields", "_name", "_saved", "_thread_id")
+
+    def __init__(
+        self,
+        client: BaseLiteralClient,
+        thread_id: str | None = None,
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._client = client
+        self._thread_id = thread_id
+        self._name = name
+        self._fields: dict[str, Any] = {}
+        for key, value in kwargs.items():
+            if key in _THREAD_FIELDS:
+                self._fields[key] = value
+            else:
+                client._stats.count("unknown_thread_argument", argument=key)
+        self._saved: list[tuple[Thread | None, Thread | None]] = []
+
+    def __call__(self, func: F) -> F:
+        import functools
+        import inspect
+
+        def scope() -> ThreadContextManager:
+            return ThreadContextManager(
+                self._client, thread_id=self._thread_id, name=self._name, **self._fields
+            )
+
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                with scope():
+                    return await func(*args, **kwargs)
+
+            return async_wrapper  # type: ignore[return-value]
+
+        @functools.wraps(func)
+        def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+            with scope():
+                return func(*args, **kwargs)
+
+        return sync_wrapper  # type: ignore[return-value]
+
+    def _enter(self) -> Thread:
+        previous = get_current_thread()
+        thread: Thread | None = None
+        try:
+            fields = dict(self._fields)
+            if isinstance(fields.get("metadata"), Mapping):
+                fields["metadata"] = dict(fields["metadata"])
+            if isinstance(fields.get("tags"), list | tuple):
+                fields["tags"] = list(fields["tags"])
+            thread = Thread(id=self._thread_id or new_step_id(), name=self._name, **fields)
+            set_thread(thread)
+        except Exception as exc:
+            self._client._stats.count("thread_start_failed", error=repr(exc))
+        self._saved.append((previous, thread))
+        return thread if thread is not None else Thread(id=self._thread_id or "")
+
+    def _exit(self) -> None:
+        if not self._saved:
+            return
+        previous, thread = self._saved.pop()
+        current = set_thread(previous)
+        if current is not None and current is thread:
+            self._client._enqueue_thread(current)
+        elif thread is not None:
+            self._client._enqueue_thread(thread)
+
+    def __enter__(self) -> Thread:
+        return self._enter()
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        self._exit()
+
+    async def __aenter__(self) -> Thread:
+        return self._enter()
+
+    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        self._exit()
+
+
+class LiteralClient(BaseLiteralClient):
+    """Synchronous client: ``api`` is a :class:`~agent.LiteralAPI`; ``flush()`` blocks."""
+
+    @property
+    def api(self) -> LiteralAPI:
+        """The synchronous API client (built on first access)."""
+        if self._api is None:
+            from agent._api import LiteralAPI
+
+            self._api = LiteralAPI(
+                api_key=self._api_key, url=self._url, environment=self._environment
+            )
+        return self._api  # type: ignore[no-any-return]
+
+    def flush(self, timeout: float | None = None) -> Any:
+        """Wait until what was queued so far is delivered (or spooled); the sink's result."""
+        return self._holder.flush(timeout)
+
+    def to_sync(self) -> LiteralClient:
+        """This client (for parity with :meth:`AsyncLiteralClient.to_sync`)."""
+        return self
+
+
+class AsyncLiteralClient(BaseLiteralClient):
+    """Asynchronous client: ``api`` is an :class:`~agent.AsyncLiteralAPI`; ``await flush()``."""
+
+    @property
+    def api(self) -> AsyncLiteralAPI:
+        """The asynchronous API client (built on first access)."""
+        if self._api is None:
+            from agent._api import AsyncLiteralAPI
+
+            self._api = AsyncLiteralAPI(
+                api_key=self._api_key, url=self._url, environment=self._environment
+            )
+        return self._api  # type: ignore[no-any-return]
+
+    async def flush(self, timeout: float | None = None) -> Any:  # noqa: ASYNC109 - sync twin's API
+        """Wait (in a worker thread, the loop keeps running) until the queue is delivered."""
+        return await asyncio.to_thread(self._holder.flush, timeout)
+
+    def to_sync(self) -> LiteralClient:
+        """A :class:`LiteralClient` sharing this client's pipeline, settings and counters."""
+        client = LiteralClient(
+            self.batch_size,
+            self._api_key,
+            self._url,
+            self._environment,
+            self.disabled,
+            None,
+            config=self._config,
+            preprocess=self._preprocess,
+            _holder=self._holder,
+        )
+        client.global_metadata = self.global_metadata
+        return client
+
+
+_ = Literal  # re-exported typing helper kept for annotations in user stubs

@@ -1,0 +1,412 @@
+"""Spans of :mod:`agent.trace`: recording spans that become steps when they end.
+
+Bad input is repaired, never raised: attribute values of unsupported types are converted
+to ``str`` (``None`` values, empty keys and values whose ``str()`` fails are dropped), and
+using a span after ``end()`` (including a second ``end()``) is ignored. Each case is
+counted in :func:`agent.trace.stats` and logged (rate-limited).
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from agent._hook_ids import span_step_id
+from agent._hook_stats import HookStats
+from agent.trace._mapping import ATTR_THREAD_ID, is_special_key
+from agent.trace._types import (
+    INVALID_SPAN_CONTEXT,
+    Attributes,
+    Link,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+)
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from agent.trace._tracer import TracerProvider
+
+__all__ = ["INVALID_SPAN", "TRACE_STATS", "NonRecordingSpan", "Span"]
+
+#: Counters of the tracer's repairs and drops (``agent.trace.stats()``).
+TRACE_STATS = HookStats("agent.trace")
+
+_PRIMITIVE = (str, bool, int, float)
+
+
+def _clean_value(key: str, value: Any) -> Any:
+    """An OpenTelemetry-valid attribute value, a str conversion, or ``None`` to drop it."""
+    kind = type(value)
+    if kind is str or kind is int or kind is float or kind is bool:
+        return value
+    if value is None:
+        TRACE_STATS.count("attribute_dropped", key=key, why="None value")
+        return None
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes | bytearray):
+        items = list(value)
+        if all(isinstance(v, _PRIMITIVE) for v in items):
+            kinds = {type(v) for v in items}
+            if len(kinds) <= 1:
+                return items
+        TRACE_STATS.count("attribute_converted", key=key, type=kind.__name__)
+        return [v if isinstance(v, str) else _to_str(v) for v in items]
+    if isinstance(value, _PRIMITIVE):  # subclasses (IntEnum, str subclasses...)
+        return value
+    TRACE_STATS.count("attribute_converted", key=key, type=kind.__name__)
+    return _to_str(value)
+
+
+def _to_str(value: Any) -> str:
+    try:
+        return str(value)
+    except Exception:
+        return f"<unprintable {type(value).__name__}>"
+
+
+class Span:
+    """A span that records until :meth:`end`, then is handed to the pipeline as a step."""
+
+    __slots__ = (
+        "_attributes",
+        "_context",
+        "_ended",
+        "_error",
+        "_events",
+        "_hook_parent_id",
+        "_hook_root_id",
+        "_hook_thread_id",
+        "_kind",
+        "_name",
+        "_parent",
+        "_parent_context",
+        "_provider",
+        "_special",
+        "_start_ns",
+        "_status",
+        "_step_id",
+        "end_ns",
+        "links",
+    )
+
+    def __init__(  # noqa: PLR0917 - internal; built by Tracer.start_span only
+        self,
+        name: str,
+        context: SpanContext,
+        parent: Span | None,
+        parent_context: SpanContext | None,
+        provider: TracerProvider,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        start_time: int | None = None,
+    ) -> None:
+        self._name = name
+        self._context = context
+        self._parent = parent
+        self._parent_context = parent_context
+        self._provider = provider
+        self._kind = kind
+        self._attributes: dict[str, Any] = {}
+        self._special = False
+        self._events: list[tuple[str, int, Mapping[str, Any]]] = []
+        self._status = _UNSET
+        self._error: str | None = None
+        self._ended = False
+        self._step_id: str | None = None
+        self._hook_parent_id: str | None = None
+        self._hook_thread_id: str | None = None
+        self._hook_root_id: str | None = None
+        self.links = links
+        self.end_ns = 0
+        self._start_ns = start_time if start_time is not None else time.time_ns()
+        if attributes:
+            self.set_attributes(attributes)
+
+    # -------------------------------------------------------- OpenTelemetry Span API
+
+    def get_span_context(self) -> SpanContext:
+        return self._context
+
+    def is_recording(self) -> bool:
+        """``True`` until the span ends."""
+        return not self._ended
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        if self._ended:
+            TRACE_STATS.count("span_used_after_end", operation="set_attribute", span=self._name)
+            return
+        if not key or not isinstance(key, str):
+            TRACE_STATS.count("attribute_dropped", key=repr(key), why="invalid key")
+            return
+        kind = type(value)
+        if not (kind is str or kind is int or kind is float or kind is bool):
+            value = _clean_value(key, value)
+            if value is None:
+                return
+        self._attributes[key] = value
+        if not self._special and is_special_key(key):
+            self._special = True
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        if self._ended:
+            TRACE_STATS.count("span_used_after_end", operation="set_attributes", span=self._name)
+            return
+        try:
+            items = list(attributes.items())
+        except Exception:
+            TRACE_STATS.count("attribute_dropped", why="attributes is not a mapping")
+            return
+        for key, value in items:
+            self.set_attribute(key, value)
+
+    def add_event(
+        self, name: str, attributes: Attributes = None, timestamp: int | None = None
+    ) -> None:
+        if self._ended:
+            TRACE_STATS.count("span_used_after_end", operation="add_event", span=self._name)
+            return
+        clean: dict[str, Any] = {}
+        if attributes:
+            try:
+                for key, value in attributes.items():
+                    cleaned = _clean_value(key, value)
+                    if cleaned is not None:
+                        clean[key] = cleaned
+            except Exception:
+                TRACE_STATS.count("attribute_dropped", why="event attributes not a mapping")
+        self._events.append(
+            (str(name), timestamp if timestamp is not None else time.time_ns(), clean)
+        )
+
+    def add_link(self, context: SpanContext, attributes: Attributes = None) -> None:
+        """Accepted for compatibility; links are not sent to Literal."""
+        if self._ended:
+            TRACE_STATS.count("span_used_after_end", operation="add_link", span=self._name)
+
+    def update_name(self, name: str) -> None:
+        if self._ended:
+            TRACE_STATS.count("span_used_after_end", operation="update_name", span=self._name)
+            return
+        self._name = str(name)
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        if self._ended:
+            TRACE_STATS.count("span_used_after_end", operation="set_status", span=self._name)
+            return
+        if isinstance(status, StatusCode):
+            status = Status(status, description)
+        elif not isinstance(status, Status):
+            TRACE_STATS.count("invalid_status", value=repr(status))
+            return
+        # As in OpenTelemetry: OK is final, UNSET never overrides.
+        if self._status.status_code is StatusCode.OK or status.status_code is StatusCode.UNSET:
+            return
+        self._status = status
+
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: Attributes = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
+        if self._ended:
+            TRACE_STATS.count("span_used_after_end", operation="record_exception", span=self._name)
+            return
+        try:
+            message = str(exception)
+        except Exception:
+            message = f"<unprintable {type(exception).__name__}>"
+        kind = type(exception).__qualname__
+        try:
+            stacktrace = "".join(
+                traceback.format_exception(type(exception), exception, exception.__traceback__)
+            )
+        except Exception:
+            stacktrace = ""
+        event: dict[str, Any] = {
+            "exception.type": kind,
+            "exception.message": message,
+            "exception.stacktrace": stacktrace,
+            "exception.escaped": str(escaped),
+        }
+        if attributes:
+            event.update(attributes)
+        if self._error is None:
+            self._error = f"{kind}: {message}" if message else kind
+        self.add_event("exception", event, timestamp)
+
+    def end(self, end_time: int | None = None) -> None:
+        """End the span and hand its step to the pipeline; a second call is ignored."""
+        if self._ended:
+            TRACE_STATS.count("span_ended_twice", span=self._name)
+            return
+        self._ended = True
+        self.end_ns = end_time if end_time is not None else time.time_ns()
+        self._provider._on_end(self)
+
+    def __enter__(self) -> Span:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is not None and not self._ended:
+            self.record_exception(exc, escaped=True)
+            self.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        self.end()
+
+    def __repr__(self) -> str:
+        return f"Span({self._name!r}, step_id={self.step_id!r})"
+
+    # -------------------------------------------------------- read side (mapping)
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def kind(self) -> SpanKind:
+        return self._kind
+
+    @property
+    def parent(self) -> SpanContext | None:
+        return self._parent_context
+
+    @property
+    def status(self) -> Status:
+        return self._status
+
+    @property
+    def attributes(self) -> Mapping[str, Any]:
+        return self._attributes
+
+    @property
+    def events(self) -> Sequence[tuple[str, int, Mapping[str, Any]]]:
+        return self._events
+
+    @property
+    def start_ns(self) -> int:
+        return self._start_ns
+
+    @property
+    def start_time(self) -> int:
+        return self._start_ns
+
+    @property
+    def end_time(self) -> int | None:
+        return self.end_ns or None
+
+    @property
+    def kind_value(self) -> int:
+        return self._kind.value
+
+    @property
+    def status_value(self) -> int:
+        return self._status.status_code.value
+
+    @property
+    def status_description(self) -> str | None:
+        return self._status.description
+
+    @property
+    def special(self) -> bool:
+        return self._special
+
+    def event_tuples(self) -> Sequence[tuple[str, int, Mapping[str, Any]]]:
+        return self._events
+
+    @property
+    def step_id(self) -> str:
+        """The id of the step this span becomes (stable, computed once)."""
+        step_id = self._step_id
+        if step_id is None:
+            step_id = self._step_id = span_step_id(self._context.trace_id, self._context.span_id)
+        return step_id
+
+    @property
+    def thread_id(self) -> str | None:
+        """The thread of this span: its ``literal.thread_id``, else inherited."""
+        value = self._attributes.get(ATTR_THREAD_ID) if self._special else None
+        if value:
+            return str(value)
+        if self._parent is not None:
+            return self._parent.thread_id
+        return self._hook_thread_id
+
+    @property
+    def children_root_id(self) -> str:
+        """The root run id this span's children get: its own root run, or itself."""
+        if self._parent is not None:
+            return self._parent.children_root_id
+        return self._hook_root_id or self.step_id
+
+
+class NonRecordingSpan:
+    """A span that records nothing (``INVALID_SPAN``, and what a disabled tracer returns)."""
+
+    __slots__ = ("_context",)
+
+    def __init__(self, context: SpanContext) -> None:
+        self._context = context
+
+    def get_span_context(self) -> SpanContext:
+        return self._context
+
+    def is_recording(self) -> bool:
+        return False
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        pass
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        pass
+
+    def add_event(
+        self, name: str, attributes: Attributes = None, timestamp: int | None = None
+    ) -> None:
+        pass
+
+    def add_link(self, context: SpanContext, attributes: Attributes = None) -> None:
+        pass
+
+    def update_name(self, name: str) -> None:
+        pass
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        pass
+
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: Attributes = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
+        pass
+
+    def end(self, end_time: int | None = None) -> None:
+        pass
+
+    def __enter__(self) -> NonRecordingSpan:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"NonRecordingSpan({self._context!r})"
+
+
+_UNSET = Status(StatusCode.UNSET)
+
+#: The span returned by ``get_current_span()`` outside any span.
+INVALID_SPAN = NonRecordingSpan(INVALID_SPAN_CONTEXT)

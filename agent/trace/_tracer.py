@@ -1,0 +1,417 @@
+"""Tracer, tracer provider and the current-span context of :mod:`agent.trace`."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import random
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar, Token
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from agent._context import state_var
+from agent._hook_ids import span_step_id
+from agent._hook_sink import SinkHolder, SinkLike
+from agent.trace._mapping import to_step
+from agent.trace._span import INVALID_SPAN, TRACE_STATS, NonRecordingSpan, Span
+from agent.trace._types import (
+    Attributes,
+    Link,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+)
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from agent._client import BaseLiteralClient
+
+__all__ = [
+    "Context",
+    "Tracer",
+    "TracerProvider",
+    "get_current_span",
+    "get_tracer",
+    "get_tracer_provider",
+    "set_span_in_context",
+    "set_tracer_provider",
+    "use_span",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+AnySpan = Span | NonRecordingSpan
+
+_CURRENT_SPAN_KEY = "current-span"
+_current_span: ContextVar[AnySpan | None] = ContextVar("literal_current_span", default=None)
+_getrandbits = random.getrandbits
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+
+
+class Context(dict[str, Any]):
+    """An explicit context (``context=`` of ``start_span``): carries a parent span."""
+
+
+def get_current_span(context: Mapping[str, Any] | None = None) -> AnySpan:
+    """The span current in ``context`` (or in this execution context), else ``INVALID_SPAN``."""
+    if context is not None:
+        span = context.get(_CURRENT_SPAN_KEY)
+        return span if isinstance(span, Span | NonRecordingSpan) else INVALID_SPAN
+    return _current_span.get() or INVALID_SPAN
+
+
+def set_span_in_context(span: AnySpan, context: Mapping[str, Any] | None = None) -> Context:
+    """A new context with ``span`` as its current span."""
+    out = Context(context or {})
+    out[_CURRENT_SPAN_KEY] = span
+    return out
+
+
+def _set_current(span: AnySpan) -> Token[AnySpan | None]:
+    return _current_span.set(span)
+
+
+def _reset_current(token: Token[AnySpan | None]) -> None:
+    try:
+        _current_span.reset(token)
+    except ValueError:  # exited in another context (generator, callback): best effort
+        _current_span.set(token.old_value if token.old_value is not Token.MISSING else None)
+
+
+def _end_on_error(
+    span: AnySpan, exc: BaseException, record_exception: bool, set_status: bool
+) -> None:
+    if not isinstance(span, Span) or not span.is_recording():
+        return
+    if record_exception:
+        span.record_exception(exc, escaped=True)
+    if set_status:
+        span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+
+
+class use_span:  # noqa: N801 - the OpenTelemetry API spells it as a function
+    """Make ``span`` current for a block (``with use_span(span, end_on_exit=True):``)."""
+
+    __slots__ = ("_end", "_record", "_set_status", "_span", "_token")
+
+    def __init__(
+        self,
+        span: AnySpan,
+        end_on_exit: bool = False,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+    ) -> None:
+        self._span = span
+        self._end = end_on_exit
+        self._record = record_exception
+        self._set_status = set_status_on_exception
+        self._token: Token[AnySpan | None] | None = None
+
+    def __enter__(self) -> AnySpan:
+        self._token = _set_current(self._span)
+        return self._span
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._token is not None:
+            _reset_current(self._token)
+        if exc is not None:
+            _end_on_error(self._span, exc, self._record, self._set_status)
+        if self._end:
+            self._span.end()
+
+
+class _CurrentSpanScope:
+    """``start_as_current_span(...)``: a context manager, and a decorator (one span a call)."""
+
+    __slots__ = (
+        "_attributes",
+        "_context",
+        "_end_on_exit",
+        "_kind",
+        "_links",
+        "_name",
+        "_record",
+        "_set_status",
+        "_span",
+        "_start_time",
+        "_token",
+        "_tracer",
+    )
+
+    def __init__(  # noqa: PLR0917 - mirrors start_as_current_span's parameters
+        self,
+        tracer: Tracer,
+        name: str,
+        context: Mapping[str, Any] | None,
+        kind: SpanKind,
+        attributes: Attributes,
+        links: Sequence[Link] | None,
+        start_time: int | None,
+        record_exception: bool,
+        set_status_on_exception: bool,
+        end_on_exit: bool,
+    ) -> None:
+        self._tracer = tracer
+        self._name = name
+        self._context = context
+        self._kind = kind
+        self._attributes = attributes
+        self._links = links
+        self._start_time = start_time
+        self._record = record_exception
+        self._set_status = set_status_on_exception
+        self._end_on_exit = end_on_exit
+        self._span: AnySpan = INVALID_SPAN
+        self._token: Token[AnySpan | None] | None = None
+
+    def __enter__(self) -> AnySpan:
+        span = self._span = self._tracer.start_span(
+            self._name, self._context, self._kind, self._attributes, self._links,
+            self._start_time,
+        )
+        self._token = _current_span.set(span)
+        return span
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        token = self._token
+        if token is not None:
+            _reset_current(token)
+        span = self._span
+        if exc is not None:
+            _end_on_error(span, exc, self._record, self._set_status)
+        if self._end_on_exit:
+            span.end()
+
+    def _fresh(self) -> _CurrentSpanScope:
+        return _CurrentSpanScope(
+            self._tracer, self._name, self._context, self._kind, self._attributes,
+            self._links, self._start_time, self._record, self._set_status, self._end_on_exit,
+        )
+
+    def __call__(self, func: F) -> F:
+        """Use as a decorator: each call of ``func`` runs in a new current span."""
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                with self._fresh():
+                    return await func(*args, **kwargs)
+
+            return async_wrapper  # type: ignore[return-value]
+
+        @functools.wraps(func)
+        def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+            with self._fresh():
+                return func(*args, **kwargs)
+
+        return sync_wrapper  # type: ignore[return-value]
+
+
+class Tracer:
+    """Creates spans (``start_span``, ``start_as_current_span``), like an OpenTelemetry tracer."""
+
+    __slots__ = ("_provider", "instrumentation_scope", "version")
+
+    def __init__(
+        self, provider: TracerProvider | None, name: str, version: str | None = None
+    ) -> None:
+        self._provider = provider
+        self.instrumentation_scope = name
+        self.version = version
+
+    def start_span(  # noqa: PLR0917 - the OpenTelemetry signature
+        self,
+        name: str,
+        context: Mapping[str, Any] | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+    ) -> AnySpan:
+        """Start a span (not made current); its parent is the current span or ``context``'s."""
+        provider = self._provider or get_tracer_provider()
+        if provider.disabled:
+            return INVALID_SPAN
+        try:
+            parent = get_current_span(context)
+            parent_span: Span | None = None
+            parent_context: SpanContext | None = None
+            if isinstance(parent, Span):
+                parent_span = parent
+                trace_id = parent._context.trace_id
+            else:
+                parent_ctx = parent.get_span_context()
+                if parent_ctx.is_valid:
+                    parent_context = parent_ctx
+                    trace_id = parent_ctx.trace_id
+                else:
+                    trace_id = _getrandbits(128) or 1
+            span = Span(
+                name,
+                SpanContext(trace_id, _getrandbits(64) or 1, False, _SAMPLED),
+                parent_span,
+                parent_context,
+                provider,
+                kind,
+                attributes,
+                links,
+                start_time,
+            )
+            if parent_span is None and parent_context is None:
+                steps, thread, root = state_var.get()
+                if steps:
+                    step = steps[-1]
+                    span._hook_parent_id = step.id
+                    span._hook_thread_id = step.thread_id or (thread.id if thread else None)
+                    span._hook_root_id = step.root_run_id or (root.id if root else None)
+                elif thread is not None:
+                    span._hook_thread_id = thread.id
+            return span
+        except Exception as exc:
+            TRACE_STATS.count("span_start_failed", error=repr(exc))
+            return INVALID_SPAN
+
+    def start_as_current_span(  # noqa: PLR0917 - the OpenTelemetry signature
+        self,
+        name: str,
+        context: Mapping[str, Any] | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+        end_on_exit: bool = True,
+    ) -> _CurrentSpanScope:
+        """A span made current for a ``with`` block, or for each call of a decorated function."""
+        return _CurrentSpanScope(
+            self, name, context, kind, attributes, links, start_time, record_exception,
+            set_status_on_exception, end_on_exit,
+        )
+
+
+class TracerProvider:
+    """Where spans go: the pipeline of a :class:`~agent.LiteralClient`, a sink, or (default)
+    a pipeline of its own started from the configuration on the first span."""
+
+    def __init__(
+        self,
+        client: BaseLiteralClient | None = None,
+        sink: SinkLike | None = None,
+        *,
+        disabled: bool = False,
+    ) -> None:
+        if client is not None:
+            self._holder = client._holder
+        elif sink is not None:
+            self._holder = SinkHolder(None, sink=sink, stats=TRACE_STATS)
+        else:
+            self._holder = SinkHolder(_default_pipeline, stats=TRACE_STATS)
+        self.disabled = disabled or self._holder.disabled
+
+    def get_tracer(
+        self,
+        instrumenting_module_name: str,
+        instrumenting_library_version: str | None = None,
+        schema_url: str | None = None,
+        attributes: Attributes = None,
+    ) -> Tracer:
+        return Tracer(self, instrumenting_module_name, instrumenting_library_version)
+
+    def _on_end(self, span: Span) -> None:
+        try:
+            parent = span._parent
+            if parent is not None:
+                parent_id: str | None = parent.step_id
+                root_id: str | None = parent.children_root_id
+                is_local_root = False
+            elif span._parent_context is not None:
+                parent_id = span_step_id(span._context.trace_id, span._parent_context.span_id)
+                root_id = None
+                is_local_root = False
+            else:
+                parent_id = span._hook_parent_id
+                root_id = span._hook_root_id
+                is_local_root = parent_id is None
+            step = to_step(
+                span,
+                step_id=span.step_id,
+                parent_id=parent_id,
+                root_run_id=root_id,
+                thread_id=parent.thread_id if parent is not None else span._hook_thread_id,
+                is_local_root=is_local_root,
+                error=span._error,
+            )
+        except Exception as exc:
+            TRACE_STATS.count("span_mapping_failed", error=repr(exc))
+            return
+        self._holder.enqueue(step)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Wait until the spans ended so far are delivered (or spooled)."""
+        result = self._holder.flush(timeout_millis / 1000)
+        return not getattr(result, "timed_out", False)
+
+    def shutdown(self) -> None:
+        """Flush and stop this provider's own pipeline (a client's is left to the client)."""
+        if self._holder.stats is TRACE_STATS and self._holder._factory is not None:
+            self._holder.shutdown()
+        else:
+            self._holder.flush()
+
+
+def _default_pipeline() -> SinkLike:
+    from agent.pipeline import Pipeline  # type: ignore[attr-defined]
+
+    return Pipeline()  # type: ignore[no-any-return]
+
+
+_provider_lock = threading.Lock()
+_global_provider: TracerProvider | None = None
+
+
+def get_tracer_provider() -> TracerProvider:
+    """The global provider (created on first use, with a pipeline from the configuration)."""
+    global _global_provider
+    provider = _global_provider
+    if provider is None:
+        with _provider_lock:
+            if _global_provider is None:
+                _global_provider = TracerProvider()
+            provider = _global_provider
+    return provider
+
+
+def set_tracer_provider(tracer_provider: TracerProvider) -> None:
+    """Set the global provider. Unlike OpenTelemetry's, it may be replaced later."""
+    global _global_provider
+    with _provider_lock:
+        _global_provider = tracer_provider
+
+
+def get_tracer(
+    instrumenting_module_name: str,
+    instrumenting_library_version: str | None = None,
+    tracer_provider: TracerProvider | None = None,
+    schema_url: str | None = None,
+    attributes: Attributes = None,
+) -> Tracer:
+    """A tracer; without ``tracer_provider`` it follows the global provider at each span."""
+    return Tracer(tracer_provider, instrumenting_module_name, instrumenting_library_version)
+
+
