@@ -753,3 +753,16 @@ def test_one_record_reads_of_mixed_sizes(spool_dir: Path) -> None:
             got.append(items[0][1])
             spool.ack([items[0][0]])
     assert got == payloads
+
+
+def test_segment_deleted_by_hand_is_abandoned_not_raised(spool_dir: Path) -> None:
+    """A segment file removed behind the spool's back: read skips it and counts the loss."""
+    per_seg = 5
+    with Spool(spool_dir, segment_bytes=record_offset(per_seg, 100), fsync_interval=None) as sp:
+        for i in range(3 * per_seg):
+            sp.append([rec(i)])
+    with Spool(spool_dir) as spool:
+        segment_files(spool_dir)[1].unlink()
+        assert [rid(p) for p in drain(spool)] == [0, 1, 2, 3, 4, 10, 11, 12, 13, 14]
+        assert spool.stats.dropped_io_error == per_seg
+        assert len(spool) == 0

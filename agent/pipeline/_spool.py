@@ -534,9 +534,11 @@ class Spool:
             my_seq = self._write_seq
             self._dirty[seg.seq] = seg
             interval = self._interval
-            if interval is not None and interval > 0:
-                if self._flusher is None:
-                    self._start_flusher()
+            if (
+                interval is not None
+                and interval > 0
+                and (self._flusher is not None or self._start_flusher())
+            ):
                 if self._flusher_idle:
                     self._flusher_idle = False
                     self._wake_flusher.notify()
@@ -547,9 +549,9 @@ class Spool:
                         self._synced_cv.wait()
                     return accepted if self._synced_seq >= my_seq else 0
                 return accepted
-        # fsync inline (interval 0, or durable with interval None); concurrent callers share
-        # one fsync round through _sync_to
-        if (interval == 0 or durable) and not self._sync_to(my_seq) and durable:
+        # fsync inline (interval 0, durable with interval None, or no flusher thread);
+        # concurrent callers share one fsync round through _sync_to
+        if (interval is not None or durable) and not self._sync_to(my_seq) and durable:
             return 0
         return accepted
 
@@ -633,9 +635,15 @@ class Spool:
 
     # ------------------------------------------------------------------ fsync / group commit
 
-    def _start_flusher(self) -> None:
-        self._flusher = threading.Thread(target=self._flush_loop, name="spool-flusher", daemon=True)
-        self._flusher.start()
+    def _start_flusher(self) -> bool:
+        thread = threading.Thread(target=self._flush_loop, name="spool-flusher", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError as exc:  # "can't start new thread"
+            log.error("spool.flusher_unavailable", error=str(exc))
+            return False
+        self._flusher = thread
+        return True
 
     def _flush_loop(self) -> None:
         interval = self._interval
@@ -654,7 +662,14 @@ class Spool:
                 if self._closing:
                     return
                 target = self._write_seq
-            self._sync_to(target)
+            try:
+                self._sync_to(target)
+            except Exception as exc:  # never let durable appenders wait on a dead thread
+                log.exception("spool.flusher_error", error=repr(exc))
+                with self._lock:
+                    self._attempted_seq = self._failed_seq = max(self._failed_seq, target)
+                    self._last_sync = time.monotonic()
+                    self._synced_cv.notify_all()
 
     def _sync_to(self, target: int) -> bool:
         """fsync everything written up to ``target`` (or more); True when covered."""
@@ -665,17 +680,25 @@ class Spool:
                 if self._closed:
                     return False
                 target = self._write_seq
-                fds = []
-                for seg in self._dirty.values():
-                    fds.append(os.dup(seg.fd))
-                    if seg is not self._active:  # sealed: no more writes, reads reopen it
-                        os.close(seg.fd)
-                        seg.fd = -1
-                self._dirty.clear()
-                dir_fd = os.dup(self._dir_fd) if self._dir_dirty else -1
-                self._dir_dirty = False
-            error: OSError | None = None
+                error: OSError | None = None
+                fds: list[int] = []
+                dir_fd = -1
+                try:  # dup: a segment may be deleted (its fd closed) while we fsync
+                    for seg in self._dirty.values():
+                        fds.append(os.dup(seg.fd))
+                    if self._dir_dirty:
+                        dir_fd = os.dup(self._dir_fd)
+                except OSError as exc:  # EMFILE: keep everything dirty, report the failure
+                    error = exc
+                else:
+                    for seg in self._dirty.values():
+                        if seg is not self._active:  # sealed: no more writes, reads reopen it
+                            self._done_reading(seg, force=True)
+                    self._dirty.clear()
+                    self._dir_dirty = False
             try:
+                if error is not None:
+                    raise error
                 for fd in fds:
                     _fdatasync(fd)
                 if dir_fd >= 0:
@@ -724,11 +747,14 @@ class Spool:
             for seg in list(self._segments.values()):
                 if len(out) >= max_records or budget[0] == 0:
                     break
-                if seg.released:
-                    self._read_released(seg, out, max_records, budget)
-                if seg.read_pos < seg.size:
-                    self._read_new(seg, out, max_records, budget)
-                self._done_reading(seg)
+                try:
+                    if seg.released:
+                        self._read_released(seg, out, max_records, budget)
+                    if seg.read_pos < seg.size:
+                        self._read_new(seg, out, max_records, budget)
+                    self._done_reading(seg)
+                except OSError as exc:
+                    self._abandon_segment(seg, exc)
         return out
 
     def _reader_fd(self, seg: _Segment) -> int:
@@ -736,14 +762,14 @@ class Spool:
             seg.fd = os.open(self._dir / _segment_name(seg.seq), os.O_RDONLY | os.O_CLOEXEC)
         return seg.fd
 
-    def _done_reading(self, seg: _Segment) -> None:
-        """Close a sealed segment's descriptor once nothing in it remains to be read."""
+    def _done_reading(self, seg: _Segment, *, force: bool = False) -> None:
+        """Close a sealed segment's descriptor once nothing in it remains to be read
+        (``force``: it was just fsynced for the last time; reads reopen it lazily)."""
         if (
             seg.fd >= 0
             and seg is not self._active
-            and seg.seq not in self._dirty
-            and seg.read_pos >= seg.size
-            and not seg.released
+            and (force or seg.seq not in self._dirty)
+            and (force or (seg.read_pos >= seg.size and not seg.released))
         ):
             os.close(seg.fd)
             seg.fd = -1
@@ -945,16 +971,48 @@ class Spool:
             self._active = None
         self._bytes -= seg.size
         self._unacked -= seg.unacked
+        self._close_segment_fds(seg)
+        self._unlink(seg.seq)
+
+    @staticmethod
+    def _close_segment_fds(seg: _Segment) -> None:
         for fd in (seg.fd, seg.ack_fd):
             if fd >= 0:
-                os.close(fd)
+                with contextlib.suppress(OSError):
+                    os.close(fd)
         seg.fd = seg.ack_fd = -1
-        self._unlink(seg.seq)
 
     def _unlink(self, seq: int) -> None:
         for name in (_segment_name(seq), _ack_name(seq)):
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 os.unlink(self._dir / name)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:  # e.g. a read-only remount: the file is replayed next open
+                log.error("spool.unlink_failed", path=str(self._dir / name), error=str(exc))
+
+    def _abandon_segment(self, seg: _Segment, exc: OSError) -> None:
+        """A segment that cannot be read (deleted by hand, EIO): forget it, keep the file.
+
+        Its records not yet handed out are counted as ``dropped_io_error``; if the file is
+        still there, the next open tries it again.
+        """
+        lost = seg.unacked - len(seg.in_flight)
+        log.error(
+            "spool.segment_unreadable",
+            segment=seg.seq,
+            error=str(exc),
+            records_dropped=lost,
+            directory=str(self._dir),
+        )
+        self._dropped_io += lost
+        self._segments.pop(seg.seq, None)
+        self._dirty.pop(seg.seq, None)
+        if seg is self._active:
+            self._active = None
+        self._bytes -= seg.size
+        self._unacked -= seg.unacked
+        self._close_segment_fds(seg)
 
     # ------------------------------------------------------------------ lifecycle, stats
 
