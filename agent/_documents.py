@@ -107,10 +107,17 @@ query {operation}(
 """
 
 
-def _mutation(operation: str, root: str, args: Sequence[tuple[str, str]], selection: str) -> str:
-    """A one-field document ``operation($a: T, ...) { root(a: $a, ...) { selection } }``."""
+def _mutation(
+    operation: str,
+    root: str,
+    args: Sequence[tuple[str, str]],
+    selection: str,
+    order: Sequence[str] | None = None,
+) -> str:
+    """A one-field document ``operation($a: T, ...) { root(a: $a, ...) { selection } }``
+    (``order``: the order of the field arguments when it differs from the declarations)."""
     declared = ",\n    ".join(f"${name}: {kind}" for name, kind in args)
-    passed = ",\n        ".join(f"{name}: ${name}" for name, _ in args)
+    passed = ",\n        ".join(f"{name}: ${name}" for name in order or [n for n, _ in args])
     return f"""
 mutation {operation}(
     {declared},
@@ -302,6 +309,18 @@ UPDATE_STEP = _mutation(
         ("tags", "[String!]"),
     ],
     STEP_FIELDS,
+    order=[
+        "id",
+        "type",
+        "startTime",
+        "endTime",
+        "input",
+        "output",
+        "metadata",
+        "name",
+        "tags",
+        "parentId",
+    ],
 )
 GET_STEPS = _connection_query(
     "GetSteps", "steps", "stepsInputType", STEP_FIELDS, "StepsOrderByInput"
@@ -358,6 +377,7 @@ CREATE_EXPERIMENT_ITEM = _mutation(
         ("output", "Json"),
     ],
     "id input output datasetExperimentId experimentRunId datasetItemId",
+    order=["datasetExperimentId", "datasetItemId", "experimentRunId", "input", "output"],
 )
 CREATE_DATASET_ITEM = _mutation(
     "CreateDatasetItem",
@@ -462,6 +482,24 @@ _STEP_VARIABLES: tuple[tuple[str, str], ...] = (
     ("scores", "[ScorePayloadInput!]"),
     ("attachments", "[AttachmentPayloadInput!]"),
 )
+_INGEST_ORDER = (
+    "id",
+    "threadId",
+    "rootRunId",
+    "startTime",
+    "endTime",
+    "type",
+    "error",
+    "input",
+    "output",
+    "metadata",
+    "parentId",
+    "name",
+    "tags",
+    "generation",
+    "scores",
+    "attachments",
+)
 _SCORE_VARIABLES: tuple[tuple[str, str], ...] = (
     ("name", "String!"),
     ("type", "ScoreType!"),
@@ -476,12 +514,19 @@ _SCORE_VARIABLES: tuple[tuple[str, str], ...] = (
 
 
 def _batched(
-    operation: str, root: str, alias: str, spec: Sequence[tuple[str, str]], selection: str, n: int
+    operation: str,
+    root: str,
+    alias: str,
+    spec: Sequence[tuple[str, str]],
+    selection: str,
+    n: int,
+    order: Sequence[str] | None = None,
 ) -> str:
     declared = "\n        ".join(f"${name}_{i}: {kind}" for i in range(n) for name, kind in spec)
+    names = order or [name for name, _ in spec]
     fields = "".join(
         f"\n      {alias}{i}: {root}(\n"
-        + "".join(f"        {name}: ${name}_{i}\n" for name, _ in spec)
+        + "".join(f"        {name}: ${name}_{i}\n" for name in names)
         + f"      ) {{\n        {selection}\n      }}\n"
         for i in range(n)
     )
@@ -491,7 +536,9 @@ def _batched(
 @functools.lru_cache(maxsize=256)
 def add_steps_document(n: int) -> str:
     """The ``AddStep`` document for ``n`` steps (built once per ``n``, then cached)."""
-    return _batched("AddStep", "ingestStep", "step", _STEP_VARIABLES, "ok\n        message", n)
+    return _batched(
+        "AddStep", "ingestStep", "step", _STEP_VARIABLES, "ok\n        message", n, _INGEST_ORDER
+    )
 
 
 @functools.lru_cache(maxsize=256)
