@@ -355,7 +355,7 @@ class Spool:
     ) -> None:
         if segment_bytes <= HEADER_SIZE + RECORD_HEADER_SIZE:
             raise ValueError(f"segment_bytes must be > {HEADER_SIZE + RECORD_HEADER_SIZE}")
-        if max_bytes < segment_bytes and max_bytes <= HEADER_SIZE + RECORD_HEADER_SIZE:
+        if max_bytes <= HEADER_SIZE + RECORD_HEADER_SIZE:
             raise ValueError(f"max_bytes must be > {HEADER_SIZE + RECORD_HEADER_SIZE}")
         if fsync_interval is not None and fsync_interval < 0:
             raise ValueError("fsync_interval must be >= 0 or None")
