@@ -19,7 +19,7 @@ import os
 import random
 import time
 
-__all__ = ["iso_from_ns", "iso_now", "new_step_id", "span_step_id"]
+__all__ = ["SpanIds", "iso_from_ns", "iso_now", "new_step_id", "span_step_id"]
 
 _rng = random.SystemRandom()
 
@@ -55,10 +55,44 @@ def span_step_id(trace_id: int, span_id: int) -> str:
 
     Reversible: ``int(step_id.replace("-", "")[16:], 16)`` is the span id. The same
     function serves spans of :mod:`agent.trace` and of the real OpenTelemetry SDK, so a
-    child can name its parent's step from the parent's span id alone.
+    child can name its parent's step from the parent's span id alone. The formatted prefix
+    (trace high bits + span id top 16 bits) is cached: :mod:`agent.trace` draws those per
+    process, so its spans only format their low 48 bits.
     """
-    h = f"{(trace_id >> 64) & 0xFFFF_FFFF_FFFF_FFFF:016x}{span_id & 0xFFFF_FFFF_FFFF_FFFF:016x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    global _prefix_cache
+    hi = trace_id >> 64
+    top = span_id >> 48
+    cache = _prefix_cache
+    if hi != cache[0] or top != cache[1]:
+        h = f"{hi & 0xFFFF_FFFF_FFFF_FFFF:016x}"
+        prefix = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{top & 0xFFFF:04x}-"
+        cache = _prefix_cache = (hi, top, prefix)
+    return cache[2] + f"{span_id & 0xFFFF_FFFF_FFFF:012x}"
+
+
+_prefix_cache: tuple[int, int, str] = (-1, -1, "")
+
+
+class SpanIds:
+    """Per-process id sources of :mod:`agent.trace` (re-drawn in a forked child).
+
+    Trace ids are 64 random bits per process (high half) + 64 random bits per trace; span
+    ids are 16 random bits per process + a 48-bit counter (unique in the process, hence in
+    every trace it takes part in).
+    """
+
+    trace_high: int = _rng.getrandbits(64) << 64
+    span_top: int = _rng.getrandbits(16) << 48
+    counter: itertools.count[int] = itertools.count(1)
+
+    @classmethod
+    def reseed(cls) -> None:
+        cls.trace_high = _rng.getrandbits(64) << 64
+        cls.span_top = _rng.getrandbits(16) << 48
+        cls.counter = itertools.count(1)
+
+
+os.register_at_fork(after_in_child=SpanIds.reseed)
 
 
 _second_cache: tuple[int, str] = (-1, "")

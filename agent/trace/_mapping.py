@@ -83,7 +83,8 @@ class SpanLike(Protocol):
     def status_value(self) -> int: ...
     @property
     def status_description(self) -> str | None: ...
-    def event_tuples(self) -> Sequence[tuple[str, int, Mapping[str, Any]]]: ...
+    @property
+    def events(self) -> Sequence[tuple[str, int, Mapping[str, Any]]]: ...
     @property
     def special(self) -> bool:
         """Whether any attribute key is ``literal.*``, ``gen_ai.*`` or ``traceloop.*``."""
@@ -121,10 +122,11 @@ def to_step(
     end_time = iso_from_ns(span.end_ns)
     if error is None and span.status_value == _STATUS_ERROR:
         error = span.status_description or "Unknown error"
-    events = span.event_tuples()
+    events = span.events
     if not span.special:
-        # Fast path: plain attributes become the metadata as they are.
-        metadata: dict[str, Any] = dict(attributes) if attributes else {}
+        # Fast path: plain attributes become the metadata as they are (the tracer's own
+        # spans hand over their dict, which is frozen once the span has ended).
+        metadata: dict[str, Any] = attributes if type(attributes) is dict else dict(attributes)
         if span.kind_value:
             metadata["otel.span_kind"] = _KIND_NAMES.get(span.kind_value, "internal")
         if events:

@@ -24,6 +24,7 @@ from agent.trace._types import (
     SpanKind,
     Status,
     StatusCode,
+    TraceFlags,
 )
 
 if TYPE_CHECKING:
@@ -37,6 +38,8 @@ __all__ = ["INVALID_SPAN", "TRACE_STATS", "NonRecordingSpan", "Span"]
 TRACE_STATS = HookStats("agent.trace")
 
 _PRIMITIVE = (str, bool, int, float)
+_INTERNAL = SpanKind.INTERNAL
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 
 
 def _clean_value(key: str, value: Any) -> Any:
@@ -72,31 +75,37 @@ class Span:
     """A span that records until :meth:`end`, then is handed to the pipeline as a step."""
 
     __slots__ = (
-        "_attributes",
         "_context",
         "_ended",
         "_error",
-        "_events",
         "_hook_parent_id",
         "_hook_root_id",
         "_hook_thread_id",
         "_kind",
-        "_name",
         "_parent",
         "_parent_context",
         "_provider",
-        "_special",
-        "_start_ns",
+        "_span_id",
         "_status",
         "_step_id",
+        "_trace_id",
+        "attributes",
         "end_ns",
+        "events",
+        "kind_value",
         "links",
+        "name",
+        "special",
+        "start_ns",
+        "status_description",
+        "status_value",
     )
 
     def __init__(  # noqa: PLR0917 - internal; built by Tracer.start_span only
         self,
         name: str,
-        context: SpanContext,
+        trace_id: int,
+        span_id: int,
         parent: Span | None,
         parent_context: SpanContext | None,
         provider: TracerProvider,
@@ -105,16 +114,21 @@ class Span:
         links: Sequence[Link] | None = None,
         start_time: int | None = None,
     ) -> None:
-        self._name = name
-        self._context = context
+        self.name = name
+        self._trace_id = trace_id
+        self._span_id = span_id
+        self._context: SpanContext | None = None
         self._parent = parent
         self._parent_context = parent_context
         self._provider = provider
         self._kind = kind
-        self._attributes: dict[str, Any] = {}
-        self._special = False
-        self._events: list[tuple[str, int, Mapping[str, Any]]] = []
+        self.kind_value = 0 if kind is _INTERNAL else kind.value
+        self.attributes: dict[str, Any] = {}
+        self.special = False
+        self.events: list[tuple[str, int, Mapping[str, Any]]] = []
         self._status = _UNSET
+        self.status_value = 0
+        self.status_description: str | None = None
         self._error: str | None = None
         self._ended = False
         self._step_id: str | None = None
@@ -123,14 +137,17 @@ class Span:
         self._hook_root_id: str | None = None
         self.links = links
         self.end_ns = 0
-        self._start_ns = start_time if start_time is not None else time.time_ns()
+        self.start_ns = start_time if start_time is not None else time.time_ns()
         if attributes:
             self.set_attributes(attributes)
 
     # -------------------------------------------------------- OpenTelemetry Span API
 
     def get_span_context(self) -> SpanContext:
-        return self._context
+        context = self._context
+        if context is None:
+            context = self._context = SpanContext(self._trace_id, self._span_id, False, _SAMPLED)
+        return context
 
     def is_recording(self) -> bool:
         """``True`` until the span ends."""
@@ -138,7 +155,7 @@ class Span:
 
     def set_attribute(self, key: str, value: Any) -> None:
         if self._ended:
-            TRACE_STATS.count("span_used_after_end", operation="set_attribute", span=self._name)
+            TRACE_STATS.count("span_used_after_end", operation="set_attribute", span=self.name)
             return
         if not key or not isinstance(key, str):
             TRACE_STATS.count("attribute_dropped", key=repr(key), why="invalid key")
@@ -148,13 +165,13 @@ class Span:
             value = _clean_value(key, value)
             if value is None:
                 return
-        self._attributes[key] = value
-        if not self._special and is_special_key(key):
-            self._special = True
+        self.attributes[key] = value
+        if not self.special and is_special_key(key):
+            self.special = True
 
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
         if self._ended:
-            TRACE_STATS.count("span_used_after_end", operation="set_attributes", span=self._name)
+            TRACE_STATS.count("span_used_after_end", operation="set_attributes", span=self.name)
             return
         try:
             items = list(attributes.items())
@@ -168,7 +185,7 @@ class Span:
         self, name: str, attributes: Attributes = None, timestamp: int | None = None
     ) -> None:
         if self._ended:
-            TRACE_STATS.count("span_used_after_end", operation="add_event", span=self._name)
+            TRACE_STATS.count("span_used_after_end", operation="add_event", span=self.name)
             return
         clean: dict[str, Any] = {}
         if attributes:
@@ -179,24 +196,24 @@ class Span:
                         clean[key] = cleaned
             except Exception:
                 TRACE_STATS.count("attribute_dropped", why="event attributes not a mapping")
-        self._events.append(
+        self.events.append(
             (str(name), timestamp if timestamp is not None else time.time_ns(), clean)
         )
 
     def add_link(self, context: SpanContext, attributes: Attributes = None) -> None:
         """Accepted for compatibility; links are not sent to Literal."""
         if self._ended:
-            TRACE_STATS.count("span_used_after_end", operation="add_link", span=self._name)
+            TRACE_STATS.count("span_used_after_end", operation="add_link", span=self.name)
 
     def update_name(self, name: str) -> None:
         if self._ended:
-            TRACE_STATS.count("span_used_after_end", operation="update_name", span=self._name)
+            TRACE_STATS.count("span_used_after_end", operation="update_name", span=self.name)
             return
-        self._name = str(name)
+        self.name = str(name)
 
     def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
         if self._ended:
-            TRACE_STATS.count("span_used_after_end", operation="set_status", span=self._name)
+            TRACE_STATS.count("span_used_after_end", operation="set_status", span=self.name)
             return
         if isinstance(status, StatusCode):
             status = Status(status, description)
@@ -207,6 +224,8 @@ class Span:
         if self._status.status_code is StatusCode.OK or status.status_code is StatusCode.UNSET:
             return
         self._status = status
+        self.status_value = status.status_code.value
+        self.status_description = status.description
 
     def record_exception(
         self,
@@ -216,7 +235,7 @@ class Span:
         escaped: bool = False,
     ) -> None:
         if self._ended:
-            TRACE_STATS.count("span_used_after_end", operation="record_exception", span=self._name)
+            TRACE_STATS.count("span_used_after_end", operation="record_exception", span=self.name)
             return
         try:
             message = str(exception)
@@ -244,7 +263,7 @@ class Span:
     def end(self, end_time: int | None = None) -> None:
         """End the span and hand its step to the pipeline; a second call is ignored."""
         if self._ended:
-            TRACE_STATS.count("span_ended_twice", span=self._name)
+            TRACE_STATS.count("span_ended_twice", span=self.name)
             return
         self._ended = True
         self.end_ns = end_time if end_time is not None else time.time_ns()
@@ -265,13 +284,9 @@ class Span:
         self.end()
 
     def __repr__(self) -> str:
-        return f"Span({self._name!r}, step_id={self.step_id!r})"
+        return f"Span({self.name!r}, step_id={self.step_id!r})"
 
     # -------------------------------------------------------- read side (mapping)
-
-    @property
-    def name(self) -> str:
-        return self._name
 
     @property
     def kind(self) -> SpanKind:
@@ -286,56 +301,25 @@ class Span:
         return self._status
 
     @property
-    def attributes(self) -> Mapping[str, Any]:
-        return self._attributes
-
-    @property
-    def events(self) -> Sequence[tuple[str, int, Mapping[str, Any]]]:
-        return self._events
-
-    @property
-    def start_ns(self) -> int:
-        return self._start_ns
-
-    @property
     def start_time(self) -> int:
-        return self._start_ns
+        return self.start_ns
 
     @property
     def end_time(self) -> int | None:
         return self.end_ns or None
 
     @property
-    def kind_value(self) -> int:
-        return self._kind.value
-
-    @property
-    def status_value(self) -> int:
-        return self._status.status_code.value
-
-    @property
-    def status_description(self) -> str | None:
-        return self._status.description
-
-    @property
-    def special(self) -> bool:
-        return self._special
-
-    def event_tuples(self) -> Sequence[tuple[str, int, Mapping[str, Any]]]:
-        return self._events
-
-    @property
     def step_id(self) -> str:
         """The id of the step this span becomes (stable, computed once)."""
         step_id = self._step_id
         if step_id is None:
-            step_id = self._step_id = span_step_id(self._context.trace_id, self._context.span_id)
+            step_id = self._step_id = span_step_id(self._trace_id, self._span_id)
         return step_id
 
     @property
     def thread_id(self) -> str | None:
         """The thread of this span: its ``literal.thread_id``, else inherited."""
-        value = self._attributes.get(ATTR_THREAD_ID) if self._special else None
+        value = self.attributes.get(ATTR_THREAD_ID) if self.special else None
         if value:
             return str(value)
         if self._parent is not None:

@@ -11,7 +11,7 @@ from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from agent._context import state_var
-from agent._hook_ids import span_step_id
+from agent._hook_ids import SpanIds, span_step_id
 from agent._hook_sink import SinkHolder, SinkLike
 from agent.trace._mapping import to_step
 from agent.trace._span import INVALID_SPAN, TRACE_STATS, NonRecordingSpan, Span
@@ -22,7 +22,6 @@ from agent.trace._types import (
     SpanKind,
     Status,
     StatusCode,
-    TraceFlags,
 )
 
 if TYPE_CHECKING:
@@ -48,7 +47,7 @@ AnySpan = Span | NonRecordingSpan
 _CURRENT_SPAN_KEY = "current-span"
 _current_span: ContextVar[AnySpan | None] = ContextVar("literal_current_span", default=None)
 _getrandbits = random.getrandbits
-_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_MASK48 = 0xFFFF_FFFF_FFFF
 
 
 class Context(dict[str, Any]):
@@ -248,22 +247,21 @@ class Tracer:
         if provider.disabled:
             return INVALID_SPAN
         try:
-            parent = get_current_span(context)
+            parent = get_current_span(context) if context is not None else _current_span.get()
             parent_span: Span | None = None
             parent_context: SpanContext | None = None
-            if isinstance(parent, Span):
+            if type(parent) is Span:
                 parent_span = parent
-                trace_id = parent._context.trace_id
+                trace_id = parent._trace_id
+            elif parent is not None and parent.get_span_context().is_valid:
+                parent_context = parent.get_span_context()
+                trace_id = parent_context.trace_id
             else:
-                parent_ctx = parent.get_span_context()
-                if parent_ctx.is_valid:
-                    parent_context = parent_ctx
-                    trace_id = parent_ctx.trace_id
-                else:
-                    trace_id = _getrandbits(128) or 1
+                trace_id = SpanIds.trace_high | _getrandbits(64)
             span = Span(
                 name,
-                SpanContext(trace_id, _getrandbits(64) or 1, False, _SAMPLED),
+                trace_id,
+                SpanIds.span_top | (next(SpanIds.counter) & _MASK48),
                 parent_span,
                 parent_context,
                 provider,
@@ -341,7 +339,7 @@ class TracerProvider:
                 root_id: str | None = parent.children_root_id
                 is_local_root = False
             elif span._parent_context is not None:
-                parent_id = span_step_id(span._context.trace_id, span._parent_context.span_id)
+                parent_id = span_step_id(span._trace_id, span._parent_context.span_id)
                 root_id = None
                 is_local_root = False
             else:
