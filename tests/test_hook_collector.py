@@ -124,7 +124,8 @@ def test_sync_async_threads_and_tasks_round_trip(collector: CollectorThread) -> 
         else:
             assert roots[s.id] is None
 
-    page = reference.get_steps(filters=[{"field": "parentId", "operator": "eq", "value": fan_out_run}])
+    by_parent = [{"field": "parentId", "operator": "eq", "value": fan_out_run}]
+    page = reference.get_steps(filters=by_parent)  # type: ignore[list-item]
     assert page.total_count == 5
     single = reference.get_step(id=llm.id)
     assert single is not None and single.parent_id == llm.parent_id
