@@ -277,7 +277,11 @@ def _list_segments(directory: Path) -> tuple[list[int], list[int]]:
 
 
 def _pwrite_all(fd: int, buf: bytes, offset: int) -> None:
-    view = memoryview(buf)
+    n = os.pwrite(fd, buf, offset)
+    if n == len(buf):
+        return
+    view = memoryview(buf)[n:]
+    offset += n
     while view:
         n = os.pwrite(fd, view, offset)
         if n == 0:  # pragma: no cover - regular files do not short-write 0 without errno
