@@ -347,6 +347,8 @@ class BaseGeneration(_Wire, tag_field="type"):
         if kind not in ("CHAT", "COMPLETION"):
             raise ValueError(f"generation type must be CHAT or COMPLETION, got {kind!r}")
         target: type[Generation] = ChatGeneration if kind == "CHAT" else CompletionGeneration
+        # As the reference reads them: absent settings/variables/tags are None, not empty.
+        data = {"settings": None, "variables": None, "tags": None, **data}
         return msgspec.convert(_drop_nulls(data, target), target, str_keys=True)
 
 
@@ -702,7 +704,7 @@ class Prompt(_Wire, dict=True):
     tools: list[dict[str, Any]] | None = msgspec.field(default_factory=list)
     provider: str = ""
     settings: dict[str, Any] = msgspec.field(default_factory=dict)
-    variables: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    variables: list[dict[str, Any]] | None = msgspec.field(default_factory=list)
     variables_default_values: dict[str, Any] | None = None
 
     @classmethod
