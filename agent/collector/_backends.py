@@ -1,0 +1,88 @@
+"""Pick the collector's storage engine from its database URL.
+
+* ``None`` or ``""``: SQLite, ``<data_dir>/collector.db`` (the default);
+* ``sqlite:///relative/dir`` or ``sqlite:////absolute/dir``: SQLite, ``collector.db`` in that
+  directory (a path ending in ``.db`` names the file itself);
+* ``postgresql://...`` or ``postgres://...``: PostgreSQL (a libpq URL; needs the ``postgres``
+  extra: ``pip install 'literal-agent[postgres]'``).
+
+Errors never contain the URL's password.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from agent.collector._storage import Storage
+
+#: URL schemes accepted for PostgreSQL.
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+ACCEPTED_FORMS = (
+    "sqlite:///path/to/dir, postgresql://user:password@host:5432/dbname"
+    " (or postgres://...), or no URL for SQLite in the data directory"
+)
+
+
+def _scheme(url: str) -> str:
+    head, sep, _ = url.partition("://")
+    return head.lower() if sep else ""
+
+
+def _redact_without_psycopg(url: str) -> str:
+    """``url`` without password or query (psycopg may be absent here)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable database URL>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostinfo = netloc.rpartition("@")
+        netloc = f"{userinfo.split(':', 1)[0]}:***@{hostinfo}" if ":" in userinfo else netloc
+    return f"{parts.scheme}://{netloc}{parts.path}" + ("?..." if parts.query else "")
+
+
+def sqlite_path(url: str, data_dir: str | Path) -> Path:
+    """The SQLite file named by a ``sqlite://`` URL (``sqlite://`` alone: the data dir)."""
+    parts = urlsplit(url)
+    if parts.netloc not in ("", "localhost"):
+        raise ValueError(
+            f"sqlite URL must not name a host: {_redact_without_psycopg(url)!r}"
+            " (use sqlite:///relative/dir or sqlite:////absolute/dir)"
+        )
+    raw = unquote(parts.path)
+    if raw.startswith("/"):
+        raw = raw[1:]  # sqlite:///rel -> "rel", sqlite:////abs -> "/abs"
+    if not raw:
+        return Path(data_dir) / "collector.db"
+    path = Path(raw).expanduser()
+    return path if path.suffix in (".db", ".sqlite", ".sqlite3") else path / "collector.db"
+
+
+def open_storage(database_url: str | None, data_dir: str | Path) -> Storage:
+    """Open the storage named by ``database_url`` (see the module docstring).
+
+    Raises :class:`ValueError` for an unknown scheme (naming the accepted forms) and
+    :class:`~agent.collector._postgres.PostgresError` when PostgreSQL cannot be reached.
+    """
+    from agent.collector._sqlite import SQLiteStorage, open_sqlite
+
+    if not database_url:
+        return open_sqlite(data_dir)
+    scheme = _scheme(database_url)
+    if scheme == "sqlite":
+        path = sqlite_path(database_url, data_dir)
+        if path.name == "collector.db":
+            return open_sqlite(path.parent)
+        return SQLiteStorage(path)
+    if scheme in POSTGRES_SCHEMES:
+        try:
+            from agent.collector._postgres import open_postgres
+        except ImportError as exc:
+            raise ValueError(
+                "database_url is a PostgreSQL URL but psycopg is not installed:"
+                " pip install 'literal-agent[postgres]'"
+            ) from exc
+        return open_postgres(database_url)
+    shown = _redact_without_psycopg(database_url) if scheme else "<not a URL>"
+    raise ValueError(f"Unsupported database_url {shown!r}: expected {ACCEPTED_FORMS}")

@@ -1,0 +1,327 @@
+"""PostgreSQL implementation of the collector storage (psycopg 3, a connection pool).
+
+Same tables, columns, migrations and semantics as :mod:`agent.collector._sqlite`, so any
+number of stateless collector replicas can serve one database:
+
+* Tables come from the same :data:`~agent.collector._sqlite.KINDS`. Text columns use the
+  ``"C"`` collation (byte order and ASCII-only case folding, as SQLite); JSON columns are
+  ``json`` (the text as sent, so text filters on JSON match SQLite's exactly); an identity
+  column ``seq`` gives the insertion order that ties are broken by and cursors carry.
+* Migrations run in one transaction holding ``pg_advisory_xact_lock``: replicas starting at
+  once apply each migration exactly once, and the project id is created once under the lock.
+* ``merge`` is ``INSERT ... ON CONFLICT (id) DO UPDATE SET c = COALESCE(EXCLUDED.c, t.c)``,
+  ``insert_missing`` is ``ON CONFLICT DO NOTHING``: concurrent ingest of the same step from
+  two replicas stores one row. A batch is sent with ``executemany`` in pipeline mode (one
+  round trip per write, one transaction).
+
+The database URL may carry a password; it never appears in errors or logs (see
+:func:`redact_url`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+
+import psycopg
+from psycopg.types.string import TextLoader
+from psycopg_pool import ConnectionPool
+
+from agent.collector._pg_query import as_text, order_key, where_clauses
+from agent.collector._pg_schema import migrate
+from agent.collector._sqlbase import ColumnType, RowCodec, decode_cursor, encode_cursor, snake
+from agent.collector._sqlite_schema import KINDS
+from agent.collector._storage import (
+    DEFAULT_PAGE_SIZE,
+    MAX_FIND,
+    MAX_PAGE_SIZE,
+    Kind,
+    ListQuery,
+    Page,
+    Record,
+    StorageError,
+    Write,
+)
+from agent.collector._timefmt import now_iso
+
+#: Seconds to wait for the first connection when opening the storage.
+CONNECT_TIMEOUT = 10.0
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (user-info or ``password=`` parameter) replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable database URL>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostinfo = netloc.rpartition("@")
+        if ":" in userinfo:
+            userinfo = userinfo.split(":", 1)[0] + ":***"
+        netloc = f"{userinfo}@{hostinfo}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([(k, "***" if k == "password" else v) for k, v in pairs], safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def url_secrets(url: str) -> list[str]:
+    """The password(s) in ``url``, raw and percent-decoded (to mask them in messages)."""
+    out: list[str] = []
+    try:
+        parts = urlsplit(url)
+        if parts.password:
+            out += [parts.password, unquote(parts.password)]
+        out += [v for k, v in parse_qsl(parts.query) if k == "password" and v]
+        userinfo = parts.netloc.rpartition("@")[0]
+        if ":" in userinfo:
+            out.append(userinfo.split(":", 1)[1])
+    except ValueError:
+        pass
+    return sorted({s for s in out if s}, key=len, reverse=True)
+
+
+_ARRAY_TYPES: dict[ColumnType, str] = {
+    "text": "text[]",
+    "json": "text[]",
+    "int": "bigint[]",
+    "real": "float8[]",
+}
+
+
+class PostgresError(RuntimeError):
+    """The database cannot be reached or prepared (message free of the URL's password)."""
+
+
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    """Per connection: JSON columns load as text (decoded once, with msgspec)."""
+    conn.adapters.register_loader("json", TextLoader)
+
+
+class _Table(RowCodec):
+    """Pre-built SQL of one kind."""
+
+    def __init__(self, name: str, columns: dict[str, ColumnType]) -> None:
+        super().__init__(name, columns)
+        cols = ", ".join(self.columns)
+        marks = ", ".join(["%s"] * len(self.columns))
+        updates = ", ".join(
+            f"{c} = COALESCE(EXCLUDED.{c}, {name}.{c})"
+            for c in self.columns
+            if c not in ("id", "created_at")
+        )
+        self.select_list = ", ".join("t." + c for c in self.columns)
+        self.select = f"SELECT t.seq, {self.select_list} FROM {name} t"
+        self.merge = (
+            f"INSERT INTO {name} ({cols}) VALUES ({marks}) ON CONFLICT (id) DO UPDATE SET {updates}"
+        )
+        self.insert_missing = (
+            f"INSERT INTO {name} ({cols}) VALUES ({marks}) ON CONFLICT (id) DO NOTHING"
+        )
+        self.delete = f"DELETE FROM {name} WHERE id = ANY(%s::text[])"
+        # Numeric columns get Python numbers of one type (psycopg dumps per value type).
+        self.casts: list[tuple[int, type]] = [
+            (i, int if self.types[k] == "int" else float)
+            for i, k in enumerate(self.keys)
+            if self.types[k] in ("int", "real")
+        ]
+
+    def params(self, record: Record, now: str) -> tuple[Any, ...]:
+        row = self.row_params(record, now)
+        if not self.casts:
+            return row
+        out = list(row)
+        for index, cast in self.casts:
+            value = out[index]
+            if value is not None and type(value) is not cast:
+                out[index] = cast(value)
+        return tuple(out)
+
+
+class PostgresStorage:
+    """Storage in one PostgreSQL database, shared by any number of collector replicas."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        timeout: float = 30.0,
+    ) -> None:
+        self._redacted = redact_url(url)
+        self._secrets = url_secrets(url)
+        self._tables = {name: _Table(name, cols) for name, cols in KINDS.items()}
+        self._closed = threading.Event()
+        try:
+            with psycopg.connect(url, connect_timeout=int(CONNECT_TIMEOUT)) as conn:
+                _configure(conn)
+                self._project_id = migrate(conn)
+        except psycopg.Error as exc:
+            raise PostgresError(
+                f"cannot open PostgreSQL storage {self._redacted}: {self._scrub(str(exc))}"
+            ) from None
+        self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout,
+            kwargs={"autocommit": True},
+            configure=_configure,
+            name="collector",
+            open=True,
+        )
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def __repr__(self) -> str:
+        return f"PostgresStorage({self._redacted!r})"
+
+    # -- Storage protocol ---------------------------------------------------------------
+
+    @property
+    def project_id(self) -> str:
+        return self._project_id
+
+    def setting(self, key: str, default: str) -> str:
+        with self._pool.connection() as conn:
+            # A concurrent insert of the same key makes ours wait, then do nothing; the
+            # SELECT (a new statement, a new snapshot) then sees the winner's value.
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES (%s, %s) ON CONFLICT (key) DO NOTHING",
+                (key, default),
+            )
+            row = conn.execute("SELECT value FROM meta WHERE key = %s", (key,)).fetchone()
+        assert row is not None
+        return str(row[0])
+
+    def get(self, kind: Kind, ids: Sequence[str]) -> dict[str, Record]:
+        table = self._tables[kind]
+        unique = list(dict.fromkeys(ids))
+        if not unique:
+            return {}
+        with self._pool.connection() as conn:
+            rows = conn.execute(f"{table.select} WHERE t.id = ANY(%s::text[])", (unique,))
+            out = {}
+            for row in rows:
+                record = table.decode(row[1:])
+                out[record["id"]] = record
+        return out
+
+    def find(
+        self,
+        kind: Kind,
+        key: str,
+        values: Sequence[Any],
+        *,
+        oldest_first: bool = False,
+        limit: int = MAX_FIND,
+    ) -> list[Record]:
+        table = self._tables[kind]
+        if key not in table.types:
+            raise StorageError(f"Unknown key {key!r} for {kind}")
+        column_type = table.types[key]
+        column = f"t.{snake(key)}"
+        unique = list(dict.fromkeys(values))
+        if column_type in ("text", "json"):
+            unique = [as_text(v) for v in unique]
+            if column_type == "json":
+                column = f"({column}::text)"
+        direction = "ASC" if oldest_first else "DESC"
+        limit = max(0, min(limit, MAX_FIND))
+        if not unique or limit == 0:
+            return []
+        sql = (
+            f"{table.select} WHERE {column} = ANY(%s::{_ARRAY_TYPES[column_type]})"
+            f" ORDER BY t.created_at {direction}, t.seq {direction} LIMIT %s"
+        )
+        try:
+            with self._pool.connection() as conn:
+                rows = conn.execute(sql, (unique, limit)).fetchall()
+        except (psycopg.DataError, ValueError) as exc:
+            raise StorageError(f"Invalid values for {key!r}: {exc}") from None
+        return [table.decode(r[1:]) for r in rows]
+
+    def list(self, kind: Kind, query: ListQuery) -> Page:
+        table = self._tables[kind]
+        where, params = where_clauses(kind, query.filters)
+        key_expr, numeric = order_key(kind, query.order_column)
+        first = DEFAULT_PAGE_SIZE if query.first is None else query.first
+        first = max(0, min(first, MAX_PAGE_SIZE))
+        descending = query.descending
+        backwards = query.before is not None and query.after is None
+        cursor = query.before if backwards else query.after
+        clauses = list(where)
+        page_params = list(params)
+        if cursor is not None:
+            value, seq = decode_cursor(cursor)
+            if numeric != (isinstance(value, int | float) and not isinstance(value, bool)) or (
+                not numeric and not isinstance(value, str)
+            ):
+                raise StorageError(f"Invalid cursor {cursor[:64]!r}")
+            forward_desc = descending != backwards
+            op = "<" if forward_desc else ">"
+            cast = "DOUBLE PRECISION" if numeric else "TEXT"
+            clauses.append(f"({key_expr}, t.seq) {op} (CAST(%s AS {cast}), CAST(%s AS BIGINT))")
+            page_params += [value, seq]
+        scan_desc = descending != backwards
+        direction = "DESC" if scan_desc else "ASC"
+        where_sql = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        sql = (
+            f"SELECT t.seq, {table.select_list}, {key_expr} FROM {kind} t{where_sql}"
+            f" ORDER BY {key_expr} {direction}, t.seq {direction} LIMIT %s"
+        )
+        count_where = f" WHERE {' AND '.join(where)}" if where else ""
+        count_sql = f"SELECT COUNT(*) FROM {kind} t{count_where}"
+        try:
+            with self._pool.connection() as conn:
+                rows = conn.execute(sql, [*page_params, first + 1]).fetchall()
+                count_row = conn.execute(count_sql, params).fetchone()
+        except psycopg.DataError as exc:
+            raise StorageError(f"Invalid query: {_first_line(exc)}") from None
+        total = int(count_row[0]) if count_row else 0
+        more = len(rows) > first
+        rows = rows[:first]
+        if backwards:
+            rows.reverse()
+        items = [table.decode(r[1:-1]) for r in rows]
+        cursors = [encode_cursor(r[-1], r[0]) for r in rows]
+        if backwards:
+            return Page(items, cursors, total, has_next=True, has_previous=more)
+        return Page(items, cursors, total, has_next=more, has_previous=cursor is not None)
+
+    def write(self, writes: Sequence[Write]) -> None:
+        groups = [g for g in writes if g.records]
+        if not groups:
+            return
+        now = now_iso()
+        with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            for group in groups:
+                table = self._tables[group.kind]
+                if group.mode == "delete":
+                    ids = list(dict.fromkeys(r["id"] for r in group.records))
+                    cur.execute(table.delete, (ids,))
+                    continue
+                sql = table.merge if group.mode == "merge" else table.insert_missing
+                cur.executemany(sql, [table.params(r, now) for r in group.records])
+
+    def close(self) -> None:
+        if not self._closed.is_set():
+            self._closed.set()
+            self._pool.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).split("\n", 1)[0]
+
+
+def open_postgres(url: str, **pool: Any) -> PostgresStorage:
+    """Open (migrating as needed) the PostgreSQL database at ``url``."""
+    return PostgresStorage(url, **pool)
