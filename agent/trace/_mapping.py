@@ -30,6 +30,7 @@ __all__ = [
     "ATTR_TAGS",
     "ATTR_THREAD_ID",
     "SpanLike",
+    "exception_error",
     "is_special_key",
     "literal_attribute",
     "to_step",
@@ -94,6 +95,16 @@ class SpanLike(Protocol):
 def is_special_key(key: str) -> bool:
     """Whether an attribute key is read by the mapping (not just copied to metadata)."""
     return key.startswith(("literal.", "gen_ai.", "traceloop.", "llm."))
+
+
+def exception_error(kind: Any, message: Any) -> str:
+    """A step ``error`` from an exception event: ``"<Type>: <message>"``.
+
+    ``exception.type`` is qualified (``package.module.Error``) for non-builtin exceptions,
+    as OpenTelemetry records it; the error keeps the class name only.
+    """
+    short = str(kind).rsplit(".", 1)[-1] if kind is not None else "Exception"
+    return f"{short}: {message}" if message else short
 
 
 def literal_attribute(attributes: Mapping[str, Any], name: str) -> Any:

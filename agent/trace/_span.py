@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent._hook_ids import span_step_id
 from agent._hook_stats import HookStats
-from agent.trace._mapping import ATTR_THREAD_ID, is_special_key
+from agent.trace._mapping import ATTR_THREAD_ID, exception_error, is_special_key
 from agent.trace._types import (
     INVALID_SPAN_CONTEXT,
     Attributes,
@@ -241,7 +241,9 @@ class Span:
             message = str(exception)
         except Exception:
             message = f"<unprintable {type(exception).__name__}>"
-        kind = type(exception).__qualname__
+        cls = type(exception)
+        module = cls.__module__
+        kind = cls.__qualname__ if module in (None, "builtins") else f"{module}.{cls.__qualname__}"
         try:
             stacktrace = "".join(
                 traceback.format_exception(type(exception), exception, exception.__traceback__)
@@ -257,7 +259,7 @@ class Span:
         if attributes:
             event.update(attributes)
         if self._error is None:
-            self._error = f"{kind}: {message}" if message else kind
+            self._error = exception_error(kind, message)
         self.add_event("exception", event, timestamp)
 
     def end(self, end_time: int | None = None) -> None:

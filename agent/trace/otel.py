@@ -40,7 +40,13 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from agent._hook_ids import span_step_id
 from agent._hook_sink import SinkHolder, SinkLike
 from agent._models import Step
-from agent.trace._mapping import ATTR_THREAD_ID, is_special_key, literal_attribute, to_step
+from agent.trace._mapping import (
+    ATTR_THREAD_ID,
+    exception_error,
+    is_special_key,
+    literal_attribute,
+    to_step,
+)
 from agent.trace._span import TRACE_STATS
 
 if TYPE_CHECKING:
@@ -85,7 +91,7 @@ def _first_exception(span: ReadableSpan) -> str | None:
             kind = event.attributes.get("exception.type")
             message = event.attributes.get("exception.message")
             if kind is not None or message is not None:
-                return f"{kind}: {message}" if message else str(kind)
+                return exception_error(kind, message)
     return None
 
 
