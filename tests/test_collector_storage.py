@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.collector._sqlite import MIGRATIONS, SQLiteStorage, migrate, open_sqlite
+from agent.collector._sqlite import SQLiteStorage, open_sqlite
+from agent.collector._sqlite_schema import KINDS, MIGRATIONS, migrate, snake
 from agent.collector._storage import ListQuery, StorageError, Write
 
 
@@ -92,3 +93,13 @@ def test_invalid_queries_raise_storage_error(tmp_path: Path) -> None:
             storage.find("step", "nope", ["x"])
     finally:
         storage.close()
+
+
+def test_kinds_match_the_migrated_columns(tmp_path: Path) -> None:
+    """KINDS (used to build SQL) describes exactly the columns the migrations create."""
+    storage = open_sqlite(tmp_path)
+    storage.close()
+    with sqlite3.connect(tmp_path / "collector.db") as conn:
+        for kind, columns in KINDS.items():
+            actual = [r[1] for r in conn.execute(f"PRAGMA table_info({kind})")]
+            assert actual == ["id", "created_at", *(snake(k) for k in columns)], kind

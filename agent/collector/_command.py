@@ -106,7 +106,8 @@ def ensure_api_key(data_dir: Path) -> tuple[str, Path]:
 def bind_socket(host: str, port: int) -> socket.socket:
     """A listening TCP socket (``SO_REUSEADDR``, so a restart can take the same port)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio enables TCP_NODELAY only on sockets whose proto says TCP
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

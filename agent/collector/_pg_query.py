@@ -8,9 +8,11 @@ Only the spelling of a condition differs, chosen so that results match SQLite's:
 * ``ilike`` is ``ILIKE ... ESCAPE ''`` on ``"C"``-collated text (SQLite ``LIKE``: ASCII-only
   case folding, no escape character);
 * a JSON ``path`` is typed like SQLite's ``json_extract``: strings, objects and arrays
-  compare as text, numbers and booleans (1/0) as numbers, JSON null / missing as NULL.
-  A value of another type than the one compared with never matches (SQLite would order
-  numbers before text).
+  compare as text, numbers and booleans (1/0) as numbers, JSON null / missing as NULL;
+  ``gt``/``lt`` across types order every number before every text, as SQLite does.
+
+Known difference: a non-numeric string compared with a numeric field (``value gt "abc"``)
+is a :class:`StorageError` here; SQLite compares it by type.
 """
 
 from __future__ import annotations
@@ -206,7 +208,16 @@ def _json_path_condition(
         params.append(value)
         if op == "neq":
             cond = f"{expr} IS DISTINCT FROM CAST(%s AS {cast})"
+        elif op in COMPARE:
+            # SQLite orders every number before every text: a value of the other type
+            # compares by type alone.
+            other = num if cast == "TEXT" else text
+            above = "TRUE" if (op in ("lt", "lte")) == (cast == "TEXT") else "FALSE"
+            cond = (
+                f"CASE WHEN {other} IS NOT NULL THEN {above}"
+                f" ELSE {expr} {COMPARE[op]} CAST(%s AS {cast}) END"
+            )
         else:
-            sql_op = {"eq": "=", "is": "=", "nis": "<>", **COMPARE}[op]
+            sql_op = {"eq": "=", "is": "=", "nis": "<>"}[op]
             cond = f"{expr} {sql_op} CAST(%s AS {cast})"
     return f"(SELECT {cond} FROM (SELECT {node} AS n) x)", [*params, path]  # text order

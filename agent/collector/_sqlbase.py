@@ -132,7 +132,7 @@ def parse_path(flt: Filter, kind: FieldKind) -> list[str]:
     path = flt.path or ""
     if kind != "json" or not _PATH_RE.match(path):
         raise StorageError(f"Invalid path {flt.path!r} for field {flt.field!r}")
-    dotted = path if path.startswith("[") else "." + path
+    dotted = "." + path  # as SQLite reads it: "$." + path
     tokens = [m for m in _PATH_TOKEN.finditer(dotted)]
     if "".join(m.group(0) for m in tokens) != dotted:
         raise StorageError(f"Invalid path {flt.path!r} for field {flt.field!r}")

@@ -1,0 +1,191 @@
+"""Collector ingest throughput: SDK-shaped ``send_steps`` batches into SQLite.
+
+The collector runs as a real subprocess (``python -m agent collector``) on a temporary data
+directory. This process is the client: it pre-builds ``AddStep`` request bodies exactly like
+the reference SDK (``literalai.api.helpers.gql``) with ~1 KB steps, posts them over a few
+keep-alive connections, then checks the stored row count. Reported: steps/s stored, p50/p99
+request latency; medians over several runs, each on a fresh database.
+
+    python -m benchmarks collector_ingest [--runs 3] [--steps 50000] [--connections 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from literalai.api.helpers.gql import steps_query_builder, steps_variables_builder
+
+from agent.testing import CollectorProcess
+
+RESULTS = Path(__file__).parent / "results" / "collector_ingest.json"
+API_KEY = "bench-key"
+
+
+def make_step(thread_id: str, parent_id: str | None, index: int) -> dict[str, Any]:
+    """One ~1 KB step dict, shaped like ``Step.to_dict()``."""
+    return {
+        "id": str(uuid.uuid4()),
+        "threadId": thread_id,
+        "parentId": parent_id,
+        "rootRunId": parent_id,
+        "type": "llm" if index % 3 == 0 else "tool",
+        "name": f"step-{index}",
+        "startTime": "2024-05-01T12:34:56.123456Z",
+        "endTime": "2024-05-01T12:34:57.654321Z",
+        "input": {"content": "What is the weather like in Paris today? " * 8},
+        "output": {"content": "It is sunny with a light breeze and 21 degrees. " * 7},
+        "metadata": {"user": "bench", "index": index, "tags": ["a", "b"]},
+        "tags": ["bench", "ingest"],
+        "error": None,
+        "generation": None,
+        "scores": [],
+        "attachments": [],
+    }
+
+
+def build_bodies(batch: int, total: int) -> list[bytes]:
+    """Request bodies for ``total`` steps in batches of ``batch`` (one thread per batch)."""
+    bodies = []
+    query = None
+    for _ in range(max(1, total // batch)):
+        thread_id = str(uuid.uuid4())
+        steps = [make_step(thread_id, None, i) for i in range(batch)]
+        query = query or steps_query_builder(steps)
+        bodies.append(
+            json.dumps({"query": query, "variables": steps_variables_builder(steps)}).encode()
+        )
+    return bodies
+
+
+def post_all(port: int, bodies: list[bytes], connections: int) -> tuple[float, list[float]]:
+    """Post every body over ``connections`` keep-alive connections; wall time and latencies."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+    cursor = iter(range(len(bodies)))
+    errors: list[str] = []
+
+    def worker() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        headers = {"content-type": "application/json", "x-api-key": API_KEY}
+        mine: list[float] = []
+        while True:
+            with lock:
+                index = next(cursor, None)
+            if index is None:
+                break
+            start = time.perf_counter()
+            conn.request("POST", "/api/graphql", body=bodies[index], headers=headers)
+            response = conn.getresponse()
+            payload = response.read()
+            mine.append(time.perf_counter() - start)
+            if response.status != 200 or b'"ok":false' in payload or b"errors" in payload:
+                errors.append(payload[:200].decode(errors="replace"))
+        conn.close()
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=worker) for _ in range(connections)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    if errors:
+        raise RuntimeError(f"{len(errors)} failed requests, first: {errors[0]}")
+    return wall, latencies
+
+
+def stored_steps(port: int) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    body = json.dumps({"query": "query { steps(first: 0) { totalCount } }"})
+    conn.request("POST", "/api/graphql", body=body, headers={"x-api-key": API_KEY})
+    count = int(json.loads(conn.getresponse().read())["data"]["steps"]["totalCount"])
+    conn.close()
+    return count
+
+
+def warm_up(port: int, batch: int) -> None:
+    """One small request per shape, so the parsed document is cached as in steady state."""
+    post_all(port, build_bodies(batch, batch), 1)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def run_once(batch: int, total: int, connections: int) -> dict[str, float]:
+    bodies = build_bodies(batch, total)
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-collector-") as tmp,
+        CollectorProcess(Path(tmp), api_key=API_KEY) as proc,
+    ):
+        warm_up(proc.port, batch)
+        wall, latencies = post_all(proc.port, bodies, connections)
+        stored = stored_steps(proc.port) - batch  # minus the warm-up batch
+    expected = len(bodies) * batch
+    if stored != expected:
+        raise RuntimeError(f"stored {stored} steps, expected {expected}")
+    body_kb = statistics.mean(len(b) for b in bodies) / batch / 1024
+    return {
+        "steps_per_s": stored / wall,
+        "p50_ms": percentile(latencies, 0.50) * 1000,
+        "p99_ms": percentile(latencies, 0.99) * 1000,
+        "kb_per_step": body_kb,
+    }
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks collector_ingest")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=50_000, help="steps per run")
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--batches", default="100,500")
+    args = parser.parse_args(argv)
+    rows = []
+    for batch in (int(b) for b in args.batches.split(",")):
+        runs = [run_once(batch, args.steps, args.connections) for _ in range(args.runs)]
+        row = {
+            "batch": batch,
+            "runs": args.runs,
+            "steps_per_run": (args.steps // batch) * batch,
+            **{k: statistics.median(r[k] for r in runs) for k in runs[0]},
+            "all_steps_per_s": [round(r["steps_per_s"]) for r in runs],
+        }
+        rows.append(row)
+        print(
+            f"batch {batch:>4}: {row['steps_per_s']:>9,.0f} steps/s  "
+            f"p50 {row['p50_ms']:7.1f} ms  p99 {row['p99_ms']:7.1f} ms  "
+            f"(runs: {row['all_steps_per_s']})",
+            flush=True,
+        )
+    print()
+    print("| batch | steps/s (median) | p50 latency | p99 latency | KB/step |")
+    print("| ---: | ---: | ---: | ---: | ---: |")
+    for row in rows:
+        print(
+            f"| {row['batch']} | {row['steps_per_s']:,.0f} | {row['p50_ms']:.1f} ms "
+            f"| {row['p99_ms']:.1f} ms | {row['kb_per_step']:.2f} |"
+        )
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    result = {
+        "benchmark": "collector_ingest",
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "connections": args.connections,
+        "rows": rows,
+    }
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nwritten {RESULTS}")
+    return 0
