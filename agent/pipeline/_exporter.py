@@ -5,12 +5,22 @@ aliases that answered ``ok: false``) and raises the client's typed errors
 (:mod:`agent._exceptions`) for everything else; the worker decides what to retry. The
 default :class:`ApiExporter` goes through one pooled :class:`~agent._api.AsyncLiteralAPI`
 (one ``send_steps`` per batch). Tests can plug any object with the same methods.
+
+Fast path: the pipeline's events are already plain JSON-ready dicts (they went through
+``to_dict()``/msgpack), so the exporter builds the ``AddStep`` variables and encodes the body
+with msgspec in one pass (~2 us per step instead of the generic client's ~25 us), then posts
+it through the API object's own pooled client, headers and error mapping. A batch msgspec
+cannot encode (an exotic value in a user dict) takes the generic ``send_steps`` path, which
+stringifies such values like the reference SDK.
 """
 
 from __future__ import annotations
 
 import inspect
 from typing import Any, Protocol
+
+import httpx
+import msgspec
 
 from agent._exceptions import GraphQLError
 
@@ -62,16 +72,47 @@ class ApiExporter:
                 if value is not None and name in params:
                     kwargs[name] = value
         self.api = AsyncLiteralAPI(**kwargs)
+        self._operation: Any = None
+        try:  # the fast path needs these internals; without them, the generic path
+            from agent import _operations
+
+            api: Any = self.api
+            if all(
+                hasattr(api, name)
+                for name in ("_http", "graphql_endpoint", "headers", "timeout", "_result")
+            ) and hasattr(api, "_transport_error"):
+                self._operation = _operations.Operation(
+                    description="send steps", query="", decode=_identity
+                )
+        except (ImportError, TypeError):  # pragma: no cover - older client
+            self._operation = None
 
     async def send_steps(self, steps: list[dict[str, Any]]) -> dict[int, str]:
         try:
-            await self.api.send_steps(steps)  # type: ignore[arg-type]
+            await self._send(steps)
         except GraphQLError as exc:
             failures = failures_by_index(exc, len(steps))
             if failures is None:
                 raise
             return failures
         return {}
+
+    async def _send(self, steps: list[dict[str, Any]]) -> None:
+        api: Any = self.api
+        try:
+            body = _steps_body(steps)
+        except (TypeError, ValueError, OverflowError):
+            body = None
+        if body is None or self._operation is None:
+            await api.send_steps(steps)
+            return
+        try:
+            response = await api._http.post(
+                api.graphql_endpoint, content=body, headers=api.headers, timeout=api.timeout
+            )
+        except httpx.TransportError as exc:
+            raise api._transport_error("send steps", exc) from exc
+        api._result(self._operation, response.status_code, response.content, response.headers)
 
     async def upsert_thread(self, thread: dict[str, Any]) -> None:
         await self.api.upsert_thread(
@@ -84,3 +125,35 @@ class ApiExporter:
 
     async def aclose(self) -> None:
         await self.api.aclose()
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+_json_encode = msgspec.json.Encoder().encode
+_DOCUMENTS: dict[int, str] = {}
+
+
+def _document(n: int) -> str:
+    doc = _DOCUMENTS.get(n)
+    if doc is None:
+        from agent._documents import add_steps_document
+
+        doc = _DOCUMENTS[n] = add_steps_document(n)
+    return doc
+
+
+def _steps_body(steps: list[dict[str, Any]]) -> bytes:
+    """The JSON body of ``send_steps(steps)``: ``{key}_{i}`` for every non-None key."""
+    variables: dict[str, Any] = {}
+    for i, step in enumerate(steps):
+        suffix = f"_{i}"
+        for key, value in step.items():
+            if value is None:
+                continue
+            if key == "generation" and isinstance(value, dict) and value.get("id", 0) is None:
+                variables[key + suffix] = {k: v for k, v in value.items() if k != "id"}
+            else:
+                variables[key + suffix] = value
+    return _json_encode({"query": _document(len(steps)), "variables": variables})

@@ -160,6 +160,12 @@ class Pipeline:
             self._started = True
             self._worker.start()
 
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait until the worker runs (spool opened and recovered); False on timeout."""
+        if not self._started:
+            return False
+        return self._worker.started.wait(timeout)
+
     def _restart_in_child(self) -> bool:
         """In a forked child, on first use: reopen the (fresh) queue and start a worker."""
         if self._pid == os.getpid() or self._shutting_down:
@@ -340,13 +346,16 @@ class Pipeline:
         c = self._counters
         q = self._queue
         spool = self._worker.spool
-        spool_bytes = spool_records = 0
+        spool_bytes = spool_records = spool_dropped = spool_corrupt = 0
         if spool is not None:
             try:
                 st = spool.stats
+            except Exception:  # pragma: no cover - closed
+                st = None
+            if st is not None:
                 spool_bytes, spool_records = st.bytes, st.records
-            except Exception:  # closed
-                spool_bytes = spool_records = 0
+                spool_dropped = st.dropped_full + st.dropped_io_error
+                spool_corrupt = st.corrupt_skipped
         depth = q.depth()
         return PipelineStats(
             enqueued=q.enqueued,
@@ -363,6 +372,8 @@ class Pipeline:
             in_flight=self._worker.in_flight_events,
             spool_bytes=spool_bytes,
             spool_records=spool_records,
+            spool_dropped=spool_dropped,
+            spool_corrupt=spool_corrupt,
             backend_up=self._worker.backend_up,
         )
 

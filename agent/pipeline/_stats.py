@@ -42,6 +42,8 @@ class PipelineStats:
     in_flight: int = 0  # events in batches being sent
     spool_bytes: int = 0
     spool_records: int = 0
+    spool_dropped: int = 0  # records the spool dropped at its cap or on I/O errors
+    spool_corrupt: int = 0  # corrupt records skipped (on open or read)
     backend_up: bool = True
 
     @property

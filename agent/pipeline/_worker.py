@@ -349,11 +349,6 @@ class Worker:
             and queue.policy is OverflowPolicy.SPILL
             and depth >= max(1, limit // 2)
         )
-        if backlog and urgent:
-            # keep the order (the spool first) and honour the flush: spool these too
-            for batch in self._take_batches(_SPILL_CHUNK_BATCHES, close_partial=True):
-                self._spill_fresh(batch, reason="replay_backlog")
-            return
         if not backlog:
             free = self._free_slots()
             if free > 0 and (depth >= self.builder.batch_size or close_partial):
