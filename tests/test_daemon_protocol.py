@@ -169,11 +169,22 @@ def test_ndjson_events_of_every_kind_become_model_objects(daemon: Daemon) -> Non
         (ack,) = read_lines(sock, 1)
     assert ack == {"type": "ack", "seq": 7, "accepted": 4}
     step, gen, score, thread = daemon.backend.items
-    assert isinstance(step, Step) and step.type == StepType.TOOL and step.thread_id == "t1"
-    assert isinstance(gen, Step) and gen.type == StepType.LLM and gen.generation is not None
-    assert gen.generation.model == "gpt"
-    assert isinstance(score, Score) and score.step_id == "s1" and score.value == 0.5
-    assert isinstance(thread, Thread) and thread.participant_identifier == "bob"
+    assert step["type"] == "tool" and step["threadId"] == "t1" and step["id"] == "s1"
+    assert gen["type"] == "llm" and gen["generation"]["model"] == "gpt"
+    assert gen["generation"]["type"] == "CHAT" and gen["name"] == "gpt"
+    assert score["__kind__"] == "score" and score["stepId"] == "s1" and score["value"] == 0.5
+    assert score["type"] == "CODE"
+    assert thread == {
+        "__kind__": "thread",
+        "id": "t1",
+        "name": "conv",
+        "participantIdentifier": "bob",
+    }
+    # what the pipeline makes of them is what the model says
+    assert Step.from_dict(step).type == StepType.TOOL
+    assert Step.from_dict(gen).generation is not None
+    assert Score.from_dict(score).step_id == "s1"
+    assert Thread.from_dict(thread).name == "conv"
 
 
 def test_ndjson_last_line_without_newline_is_accepted(daemon: Daemon) -> None:
@@ -221,7 +232,7 @@ def test_ndjson_line_over_the_limit_is_skipped(daemon: Daemon) -> None:
         error, ack = read_lines(sock, 2)
     assert error["code"] == "line_too_long" and error["line"] == 1
     assert ack["accepted"] == 1
-    assert [getattr(i, "name", None) for i in daemon.backend.items] == ["after"]
+    assert [i.get("name") for i in daemon.backend.items] == ["after"]
 
 
 def test_control_over_ndjson(daemon: Daemon) -> None:
@@ -264,6 +275,29 @@ def test_binary_batch_with_ack(daemon: Daemon) -> None:
     assert isinstance(pong, Pong) and isinstance(flushed, Flushed)
     assert isinstance(status, StatusReply) and status.daemon["events.step"] == 100
     assert len(daemon.backend.items) == 100
+
+
+def test_binary_fast_path_and_general_path_agree(daemon: Daemon) -> None:
+    """A steps-only batch (fast path) and a mixed one (general path) give the same dicts."""
+    step = {
+        "type": "step",
+        "id": "s",
+        "name": "n",
+        "stepType": "llm",
+        "input": {"a": [1, 2]},
+        "generation": {"type": "COMPLETION", "model": "m", "prompt": "p"},
+        "scores": [{"id": "sc", "name": "q", "value": 1.0, "type": "AI"}],
+    }
+    thread = {"type": "thread", "id": "t"}
+    with binary(daemon) as sock:
+        sock.sendall(frame({"type": "batch", "ack": True, "events": [step]}))
+        assert isinstance(read_frame(sock), Ack)
+        sock.sendall(frame({"type": "batch", "ack": True, "events": [step, thread]}))
+        assert isinstance(read_frame(sock), Ack)
+    fast, general, _thread = daemon.backend.items
+    assert fast == general
+    assert fast["type"] == "llm" and fast["generation"]["prompt"] == "p"
+    assert fast["scores"][0]["name"] == "q"
 
 
 def test_binary_bad_event_in_batch_is_rejected_alone(daemon: Daemon) -> None:
@@ -316,7 +350,7 @@ def test_binary_client_disconnecting_mid_frame(daemon: Daemon) -> None:
     with binary(daemon) as sock:  # hard close this time: nobody left to answer
         sock.sendall(partial)
     daemon.wait_counter("error.disconnected_mid_frame", 2)
-    assert [getattr(i, "name", None) for i in daemon.backend.items] == ["kept"]
+    assert [i.get("name") for i in daemon.backend.items] == ["kept"]
 
 
 def test_binary_bad_preface(daemon: Daemon) -> None:

@@ -1,7 +1,9 @@
 """Where the daemon puts accepted events: the pipeline, or an in-memory double for tests.
 
 The server only needs four operations, so it talks to a :class:`Backend` and not to the
-pipeline directly: ``submit`` (memory durability: O(1) per event, never blocks),
+pipeline directly. Items are the pipeline's plain dicts (step dicts; scores and threads
+marked with ``"__kind__"``, see :mod:`agent.pipeline._events`), built by the protocol
+module: ``submit`` (memory durability: O(1) per event, never blocks),
 ``submit_durable`` (disk durability: returns once the events are group-committed to the
 spool; called on a worker thread), ``flush`` and ``stats``.
 """
@@ -13,23 +15,25 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from agent.daemon._protocol import Event, Flushed, event_to_item, events_to_dicts
+from agent.daemon._protocol import Flushed
 
 if TYPE_CHECKING:
-    from agent._models import Score, Step, Thread
     from agent.pipeline import Pipeline
 
-__all__ = ["Backend", "MemoryBackend", "PipelineBackend"]
+__all__ = ["Backend", "Items", "MemoryBackend", "PipelineBackend"]
+
+#: What the server hands over: the pipeline's plain event dicts.
+Items = Sequence[dict[str, Any]]
 
 
 class Backend(Protocol):
     """What the server feeds. Implementations are thread-safe."""
 
-    def submit(self, events: Sequence[Event]) -> int:
+    def submit(self, events: Items) -> int:
         """Accept events into memory; returns how many were accepted (the rest were dropped)."""
         ...
 
-    def submit_durable(self, events: Sequence[Event]) -> int:
+    def submit_durable(self, events: Items) -> int:
         """Accept events and return once they are on disk; 0 when they could not be stored."""
         ...
 
@@ -48,13 +52,11 @@ class PipelineBackend:
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
 
-    def submit(self, events: Sequence[Event]) -> int:
-        enqueue = self.pipeline.enqueue
-        return sum(map(enqueue, events_to_dicts(list(events))))
+    def submit(self, events: Items) -> int:
+        return sum(map(self.pipeline.enqueue, events))
 
-    def submit_durable(self, events: Sequence[Event]) -> int:
-        items = events_to_dicts(list(events))
-        return len(items) if self.pipeline.enqueue_durable(items) else 0
+    def submit_durable(self, events: Items) -> int:
+        return len(events) if self.pipeline.enqueue_durable(events) else 0
 
     def flush(self, timeout: float) -> Flushed:
         result = self.pipeline.flush(timeout)
@@ -78,7 +80,7 @@ class MemoryBackend:
     """
 
     def __init__(self, *, capacity: int | None = None, keep: bool = True) -> None:
-        self.items: list[Step | Score | Thread] = []
+        self.items: list[dict[str, Any]] = []
         self.accepted = 0
         self.dropped = 0
         self.durable_batches = 0
@@ -86,19 +88,19 @@ class MemoryBackend:
         self._keep = keep
         self._cond = threading.Condition()
 
-    def submit(self, events: Sequence[Event]) -> int:
+    def submit(self, events: Items) -> int:
         with self._cond:
             room = len(events)
             if self._capacity is not None:
                 room = max(0, min(room, self._capacity - self.accepted))
             if self._keep:
-                self.items.extend(event_to_item(e) for e in events[:room])
+                self.items.extend(events[:room])
             self.accepted += room
             self.dropped += len(events) - room
             self._cond.notify_all()
             return room
 
-    def submit_durable(self, events: Sequence[Event]) -> int:
+    def submit_durable(self, events: Items) -> int:
         accepted = self.submit(events)
         with self._cond:
             self.durable_batches += 1

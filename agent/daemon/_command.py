@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import socket
@@ -38,7 +39,16 @@ if TYPE_CHECKING:
     from agent._config import AgentConfig
     from agent.pipeline import Pipeline
 
-__all__ = ["READY_LINE", "Daemon", "add_parser", "reloadable", "run", "server_settings"]
+__all__ = [
+    "GC_THRESHOLDS",
+    "READY_LINE",
+    "Daemon",
+    "add_parser",
+    "reloadable",
+    "run",
+    "server_settings",
+    "tune_gc",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -87,6 +97,24 @@ def load(args: argparse.Namespace) -> AgentConfig:
             client, api_key=args.api_key or client.api_key, url=args.url or client.url
         )
     return msgspec.structs.replace(config, daemon=daemon, client=client)
+
+
+#: Cyclic-GC thresholds of the daemon process (see :func:`tune_gc`).
+GC_THRESHOLDS = (100_000, 50, 1000)
+
+
+def tune_gc() -> None:
+    """Make the cyclic garbage collector cheap for a process that queues many small dicts.
+
+    Queued events are acyclic containers (freed by reference counting), but with the
+    default thresholds every few hundred allocations trigger a collection that traverses
+    them all: measured at 4x the cost of the whole intake path with 400k events queued.
+    Start-up objects are frozen out of the collector's view, and collections happen after
+    100,000 allocations instead of 700 (cycles are still collected).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def server_settings(config: AgentConfig) -> ServerSettings:
@@ -165,6 +193,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         self.server = DaemonServer(self.make_backend(), server_settings(self.config))
+        tune_gc()
         await self.server.start(self.sockets)
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stop.set)

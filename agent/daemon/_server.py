@@ -48,6 +48,8 @@ from agent.daemon._protocol import (
     classify_error,
     encode_frame,
     encode_json_line,
+    events_to_dicts,
+    fast_step_batch,
 )
 
 __all__ = ["MAX_IN_FLIGHT", "DaemonServer", "ServerSettings"]
@@ -256,6 +258,10 @@ class _Connection:
         """Hand events to the backend; the future resolves to how many were accepted."""
         for kind, count in collections.Counter(map(type, events)).items():
             self.counters[_KIND[kind]] += count
+        return await self._submit_items(events_to_dicts(events))
+
+    async def _submit_items(self, events: list[dict[str, Any]]) -> asyncio.Future[int]:
+        """Hand pipeline dicts to the backend (memory: at once; disk: on an I/O thread)."""
         loop = asyncio.get_running_loop()
         if not self.durable:
             future: asyncio.Future[int] = loop.create_future()
@@ -381,6 +387,14 @@ class _Connection:
 
     async def _frame(self, frame: int, body: bytes) -> None:
         self.counters["frames"] += 1
+        fast = fast_step_batch(body)
+        if fast is not None:
+            items, seq, ack = fast
+            self.counters["events.step"] += len(items)
+            fut = await self._submit_items(items)
+            if ack:
+                await self.replies.put(self._ack([fut], seq, 0))
+            return
         try:
             message = _msgpack_request.decode(body)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
