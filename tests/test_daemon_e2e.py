@@ -34,7 +34,7 @@ def stored_ids(collector: CollectorThread, table: str = "step") -> set[str]:
     db = Path(collector.data_dir) / "collector.db"
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
     try:
-        return {row[0] for row in conn.execute(f"SELECT id FROM {table}")}  # noqa: S608
+        return {row[0] for row in conn.execute(f"SELECT id FROM {table}")}
     finally:
         conn.close()
 
@@ -145,7 +145,9 @@ def shell_producer(address: Path) -> None:
         "import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); "
         "s.sendall(sys.argv[2].encode()); s.shutdown(socket.SHUT_WR); s.recv(1)"
     )
-    subprocess.run([sys.executable, "-c", one_liner, str(address), SHELL_LINES], check=True, timeout=30)
+    subprocess.run(
+        [sys.executable, "-c", one_liner, str(address), SHELL_LINES], check=True, timeout=30
+    )
 
 
 def test_producer_processes_and_a_shell_feed_one_daemon_into_the_collector(
