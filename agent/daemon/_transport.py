@@ -42,6 +42,22 @@ __all__ = ["DaemonClient", "DaemonSink", "connect", "item_to_event"]
 log = structlog.get_logger(__name__)
 
 _encoder = msgspec.msgpack.Encoder()
+_STAT_KEYS: Final = (
+    "enqueued",
+    "sent",
+    "frames",
+    "acked",
+    "rejected",
+    "connects",
+    "connect_failures",
+    "send_failures",
+    "connection_lost",
+    "resent_batches",
+    "dropped.buffer_full",
+    "dropped.closed",
+    "dropped.invalid_item",
+    "dropped.shutdown",
+)
 _MAX_BACKOFF: Final = 2.0
 
 
@@ -221,9 +237,9 @@ class DaemonSink:
             self._wake.set()
         return True
 
-    def flush(self, timeout: float = 5.0) -> Any:
+    def flush(self, timeout: float | None = 5.0) -> Any:
         """Wait until everything enqueued so far is written (acked with ``ack=True``)."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + (5.0 if timeout is None else timeout)
         self._wake.set()
         with self._idle:
             while self._buffer or self._busy:
@@ -235,12 +251,12 @@ class DaemonSink:
             pending = len(self._buffer) + self._busy
         return _flush_result(delivered=self.counters["sent"], pending=pending)
 
-    def shutdown(self, timeout: float = 5.0) -> Any:
+    def shutdown(self, timeout: float | None = 5.0) -> Any:
         """Flush within ``timeout``, then stop the thread; later enqueues are dropped."""
         result = self.flush(timeout)
         self._closed = True
         self._wake.set()
-        self._thread.join(max(0.1, timeout))
+        self._thread.join(max(0.1, 5.0 if timeout is None else timeout))
         dropped = len(self._buffer)
         if dropped:
             self.counters["dropped.shutdown"] += dropped
@@ -251,7 +267,8 @@ class DaemonSink:
 
     def stats(self) -> dict[str, Any]:
         """Counters (enqueued, sent, acked, dropped by reason, reconnects) and gauges."""
-        out: dict[str, Any] = dict(self.counters)
+        out: dict[str, Any] = dict.fromkeys(_STAT_KEYS, 0)
+        out.update(self.counters)
         out["buffered"] = len(self._buffer)
         out["connected"] = self._sock is not None
         return out
