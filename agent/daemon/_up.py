@@ -50,6 +50,9 @@ def start_collector(
         stdout=subprocess.PIPE,
         text=True,
         env=env,
+        # Its own process group: a terminal's Ctrl-C reaches `up` only, which stops the
+        # collector (SIGTERM) after the daemon has drained into it.
+        start_new_session=True,
     )
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout
@@ -84,16 +87,11 @@ def run(args: argparse.Namespace) -> int:
         collector_argv += ["--port", str(args.port)]
     if args.data_dir:
         collector_argv += ["--data-dir", args.data_dir]
-    # SIGINT from the terminal goes to the whole process group: the collector must not stop
-    # before the daemon has drained into it, so it ignores SIGINT and gets SIGTERM from us.
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         collector, url, key_file = start_collector(collector_argv)
     except RuntimeError as exc:
         print(f"literal-agent up: {exc}", file=sys.stderr)
         return 1
-    finally:
-        signal.signal(signal.SIGINT, previous)
     try:
         key = (
             config.collector.api_keys[0]
