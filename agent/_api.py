@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import types
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
@@ -95,6 +96,12 @@ def _warn_generation_id(generation_id: str | None) -> None:
         get_logger(__name__).warning(
             "create_score: generation_id is deprecated and ignored; use step_id instead"
         )
+
+
+def _deprecated(name: str, replacement: str) -> None:
+    warnings.warn(
+        f"{name} is deprecated; use {replacement} instead", DeprecationWarning, stacklevel=3
+    )
 
 
 def _active_ids(thread_id: str | None, step_id: str | None) -> tuple[str | None, str | None]:
@@ -743,6 +750,7 @@ class LiteralAPI(_BaseLiteralAPI):
 
     def create_prompt_lineage(self, name: str, description: str | None = None) -> dict[str, Any]:
         """Deprecated alias of :meth:`get_or_create_prompt_lineage`."""
+        _deprecated("create_prompt_lineage", "get_or_create_prompt_lineage")
         return self._execute(ops.get_or_create_prompt_lineage(name, description))
 
     def get_or_create_prompt(
@@ -762,6 +770,7 @@ class LiteralAPI(_BaseLiteralAPI):
         settings: ProviderSettings | None = None,
     ) -> Prompt:
         """Deprecated alias of :meth:`get_or_create_prompt` (without tools)."""
+        _deprecated("create_prompt", "get_or_create_prompt")
         return self._run(ops.get_or_create_prompt(name, template_messages, settings, None))
 
     def get_prompt(
@@ -1286,6 +1295,7 @@ class AsyncLiteralAPI(_BaseLiteralAPI):
         self, name: str, description: str | None = None
     ) -> dict[str, Any]:
         """Deprecated alias of :meth:`get_or_create_prompt_lineage`."""
+        _deprecated("create_prompt_lineage", "get_or_create_prompt_lineage")
         return await self._execute(ops.get_or_create_prompt_lineage(name, description))
 
     async def get_or_create_prompt(
@@ -1305,6 +1315,7 @@ class AsyncLiteralAPI(_BaseLiteralAPI):
         settings: ProviderSettings | None = None,
     ) -> Prompt:
         """Deprecated alias of :meth:`get_or_create_prompt` (without tools)."""
+        _deprecated("create_prompt", "get_or_create_prompt")
         return await self._run(ops.get_or_create_prompt(name, template_messages, settings, None))
 
     async def get_prompt(

@@ -361,7 +361,8 @@ async def test_prompts(api: Twin) -> None:
     name = uid("prompt")
     lineage = await api.get_or_create_prompt_lineage(name, "d")
     assert lineage["name"] == name and lineage["id"]
-    assert (await api.create_prompt_lineage(name))["id"] == lineage["id"]
+    with pytest.warns(DeprecationWarning, match="get_or_create_prompt_lineage"):
+        assert (await api.create_prompt_lineage(name))["id"] == lineage["id"]
     messages = [
         {"role": "system", "content": "You are {{persona}}.", "uuid": "m1"},
         {"role": "user", "content": [{"type": "text", "text": "Say {{word}} & go"}]},
@@ -372,7 +373,8 @@ async def test_prompts(api: Twin) -> None:
     assert v0.provider == "openai" and v0.settings == {"model": "gpt-4o", "temperature": 0}
     again = await api.get_or_create_prompt(name, messages, v0.settings)
     assert again.id == v0.id
-    v1 = await api.create_prompt(name, [{"role": "user", "content": "other"}], settings)
+    with pytest.warns(DeprecationWarning, match="get_or_create_prompt"):
+        v1 = await api.create_prompt(name, [{"role": "user", "content": "other"}], settings)
     assert v1.version == 1
     by_id = await api.get_prompt(id=v0.id)
     assert by_id.id == v0.id and by_id.url.endswith(f"name={name}&version=0")
