@@ -38,6 +38,7 @@ import msgspec
 
 from agent import __version__
 from agent import _operations as ops
+from agent._context import get_current_step, get_current_thread
 from agent._exceptions import (
     GraphQLError,
     LiteralError,
@@ -105,21 +106,12 @@ def _deprecated(name: str, replacement: str) -> None:
 
 
 def _active_ids(thread_id: str | None, step_id: str | None) -> tuple[str | None, str | None]:
-    """Fill the thread and step ids of ``create_attachment`` from the active context."""
-    if thread_id and step_id:
-        return thread_id, step_id
-    try:
-        from agent import _context
-    except ImportError:  # pragma: no cover - the library hook is optional here
-        return thread_id, step_id
-    active_thread = getattr(_context, "active_thread_var", None)
-    active_steps = getattr(_context, "active_steps_var", None)
-    if not thread_id and active_thread is not None:
-        thread = active_thread.get(None)
-        thread_id = getattr(thread, "id", None)
-    if not step_id and active_steps is not None:
-        steps = active_steps.get(None) or []
-        step_id = getattr(steps[-1], "id", None) if steps else None
+    """Fill the thread and step ids of ``create_attachment`` from the active hook context
+    (the innermost open step, the active thread), as the reference does."""
+    if not thread_id and (thread := get_current_thread()) is not None:
+        thread_id = thread.id
+    if not step_id and (step := get_current_step()) is not None:
+        step_id = step.id
     return thread_id, step_id
 
 

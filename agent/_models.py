@@ -624,12 +624,11 @@ class DatasetExperimentItem(_Wire):
 
 
 def _active_experiment_run_id() -> str | None:
-    try:
-        from agent import _context  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    var = getattr(_context, "active_experiment_item_run_id_var", None)
-    value = var.get(None) if var is not None else None
+    """The experiment-run id of the active hook context, if the hook tracks one."""
+    from agent import _context
+
+    getter = getattr(_context, "get_current_experiment_run_id", None)
+    value = getter() if callable(getter) else None
     return value if isinstance(value, str) else None
 
 

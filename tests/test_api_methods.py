@@ -418,3 +418,21 @@ async def test_misc_and_plumbing(api: Twin, collector: CollectorThread) -> None:
         query, "get user", {"id": user.id}, lambda r: r["data"]["participant"]["identifier"]
     )
     assert identifier == user.identifier
+
+
+async def test_attachment_ids_from_the_active_context(api: Twin) -> None:
+    """Without step_id/thread_id, create_attachment uses the open step and active thread."""
+    from agent._context import pop_step, push_step, set_thread
+    from agent._models import Thread
+
+    thread = await api.create_thread(name="ctx")
+    step = Step(thread_id=thread.id, type=StepType.TOOL, name="open")
+    await api.send_steps([step])
+    previous = set_thread(Thread(id=thread.id))
+    push_step(step)
+    try:
+        attachment = await api.create_attachment(content=b"ctx", name="ctx.bin")
+    finally:
+        pop_step(step)
+        set_thread(previous)
+    assert attachment.step_id == step.id and attachment.thread_id == thread.id
