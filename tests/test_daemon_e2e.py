@@ -267,3 +267,50 @@ def test_disk_mode_sigkill_under_load_loses_no_acknowledged_event(
     assert len(acked) >= 9000
     wait_stored(fresh_collector, acked, timeout=60)
     assert daemon.signal(signal.SIGTERM) == 0
+
+
+def _spooled(directory: Path, ids: list[str]) -> None:
+    """Put steps in a spool the way the daemon's disk mode does (backend down)."""
+    from agent.pipeline import Pipeline, Settings
+
+    pipeline = Pipeline(
+        settings=Settings(spool_directory=directory, url="http://127.0.0.1:9", api_key="k")
+    )
+    assert pipeline.enqueue_durable([{"id": i, "name": "spooled", "type": "run"} for i in ids])
+    pipeline.shutdown(0.5)
+
+
+def agent_cli(*argv: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agent", *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_spool_inspect_replay_and_purge_commands(
+    tmp_path: Path, fresh_collector: CollectorThread
+) -> None:
+    """`spool inspect` sees the records, `replay` delivers them, `purge` deletes them."""
+    spool = tmp_path / "spool"
+    _spooled(spool, [f"r{i}" for i in range(300)])
+    env = agent_env(
+        tmp_path, LITERAL_API_URL=fresh_collector.url, LITERAL_API_KEY=fresh_collector.api_key
+    )
+    inspect = agent_cli("spool", "inspect", "--dir", str(spool), env=env)
+    assert inspect.returncode == 0 and "records" in inspect.stdout
+    assert inspect_spool(spool).records > 0
+    replay = agent_cli("spool", "replay", "--dir", str(spool), env=env)
+    assert replay.returncode == 0, replay.stderr
+    assert "replayed" in replay.stdout
+    wait_stored(fresh_collector, {f"r{i}" for i in range(300)}, timeout=10)
+    assert inspect_spool(spool).records == 0
+
+    other = tmp_path / "other"
+    _spooled(other, ["p1", "p2"])
+    purge = agent_cli("spool", "purge", "--yes", "--dir", str(other), env=env)
+    assert purge.returncode == 0 and "purged" in purge.stdout
+    assert inspect_spool(other).records == 0

@@ -179,8 +179,10 @@ def _spool_dir(args: argparse.Namespace) -> str:
 
 def run_spool(args: argparse.Namespace) -> int:
     """`literal-agent spool inspect|replay|purge`."""
+    from agent._logging import configure_logging
     from agent.pipeline._spool import inspect_spool, purge_spool
 
+    configure_logging("auto", "warning")
     directory = _spool_dir(args)
     report = inspect_spool(directory)
     if args.spool_command == "inspect":
@@ -242,7 +244,7 @@ def _replay(args: argparse.Namespace, directory: str, total: int) -> int:
     deadline = time.monotonic() + args.timeout
     try:
         while True:
-            left = _spool_records(pipeline)
+            left = inspect_spool(directory).records
             bar.update(total - left)
             if left == 0 or time.monotonic() > deadline:
                 break
@@ -253,17 +255,6 @@ def _replay(args: argparse.Namespace, directory: str, total: int) -> int:
     left = inspect_spool(directory).records
     print(f"replayed {total - left:,} of {total:,} records" + (f"; {left:,} left" if left else ""))
     return 1 if left else 0
-
-
-def _spool_records(pipeline: Any) -> int:
-    stats = pipeline.stats().as_dict()
-    spool = stats.get("spool")
-    if isinstance(spool, dict) and "records" in spool:
-        return int(spool["records"])
-    for key in ("spool_records", "spooled_records"):
-        if key in stats:
-            return int(stats[key])
-    return 0
 
 
 class _Progress:
