@@ -91,6 +91,7 @@ class StepSpec:
         "fields",
         "id",
         "is_run",
+        "merge_metadata",
         "metadata",
         "name",
         "parent_id",
@@ -123,16 +124,19 @@ class StepSpec:
         self.thread_id = thread_id
         self.root_run_id = root_run_id
         self.metadata = metadata
+        # False: no metadata of its own (steps start with {} unless a release is set)
+        self.merge_metadata = bool(metadata)
         self.tags = tags
         self.fields = fields
         self.capture_input = capture_input
         self.capture_output = capture_output
 
 
-# An open step: [step, spec, is_root, saved_root]. A list, not a class: it is built on
-# every decorated call and a list costs a fifth of an instance.
+# An open step: [step, spec, is_root, saved_root, token]. A list, not a class: it is built
+# on every decorated call and a list costs a fifth of an instance. ``token`` resets the
+# context in one operation when the step closes where it opened (functions, ``with``).
 _Opened = list
-_STEP, _SPEC, _IS_ROOT, _SAVED_ROOT = range(4)
+_STEP, _SPEC, _IS_ROOT, _SAVED_ROOT, _TOKEN = range(5)
 
 
 class BaseLiteralClient:
@@ -240,7 +244,11 @@ class BaseLiteralClient:
                 parent_id=parent_id,
                 root_run_id=root_run_id,
                 start_time=iso_now(),
-                metadata=self._step_metadata(spec.metadata),
+                metadata=(
+                    self._step_metadata(spec.metadata)
+                    if spec.merge_metadata or self.global_metadata
+                    else {}
+                ),
                 tags=list(spec.tags) if spec.tags else None,
             )
             if spec.fields:
@@ -252,10 +260,9 @@ class BaseLiteralClient:
                 except Exception as exc:
                     self._stats.count("input_capture_failed", level="debug", error=repr(exc))
             if root is None and spec.is_run:
-                state_var.set(((*steps, step), thread, step))
-                return [step, spec, True, None]
-            state_var.set(((*steps, step), thread, root))
-            return [step, spec, False, None]
+                token = state_var.set(((*steps, step), thread, step))
+                return [step, spec, True, None, token]
+            return [step, spec, False, None, state_var.set(((*steps, step), thread, root))]
         except Exception as exc:
             self._stats.count("step_start_failed", error=repr(exc))
             return None
@@ -275,15 +282,22 @@ class BaseLiteralClient:
             if exc is not None:
                 step.error = describe_exception(exc)
             elif has_result and step.output is None and opened[_SPEC].capture_output:
-                step.output = capture_output(result)
+                step.output = result if type(result) is dict else capture_output(result)
             step.end_time = iso_now()
-            steps, thread, root = state_var.get()
-            if opened[_IS_ROOT]:
-                root = opened[_SAVED_ROOT]
-            if steps and steps[-1] is step:
-                state_var.set((steps[:-1], thread, root))
-            elif not pop_step(step, restore_root=opened[_IS_ROOT], root=root):
-                self._stats.count("step_not_open_at_end", level="debug")
+            token = opened[_TOKEN]
+            if token is not None:
+                try:
+                    state_var.reset(token)  # back to the state before the step opened
+                except (ValueError, RuntimeError):  # closed in another context
+                    token = None
+            if token is None:
+                steps, thread, root = state_var.get()
+                if opened[_IS_ROOT]:
+                    root = opened[_SAVED_ROOT]
+                if steps and steps[-1] is step:
+                    state_var.set((steps[:-1], thread, root))
+                elif not pop_step(step, restore_root=opened[_IS_ROOT], root=root):
+                    self._stats.count("step_not_open_at_end", level="debug")
             self._holder.enqueue(step)
         except Exception as err:
             self._stats.count("step_end_failed", error=repr(err))
@@ -300,6 +314,7 @@ class BaseLiteralClient:
     def _suspend(self, opened: list[Any]) -> None:
         """Hide a generator's step from the consumer between two items."""
         try:
+            opened[_TOKEN] = None  # resumed elsewhere: the open-time state is stale
             pop_step(opened[_STEP], restore_root=opened[_IS_ROOT], root=opened[_SAVED_ROOT])
         except Exception as exc:
             self._stats.count("step_suspend_failed", error=repr(exc))
@@ -329,7 +344,7 @@ class BaseLiteralClient:
                 fields[key] = value
             else:
                 self._stats.count("unknown_step_argument", argument=key)
-        return StepSpec(
+        spec = StepSpec(
             name=name,
             type=step_type,
             id=id,
@@ -342,6 +357,7 @@ class BaseLiteralClient:
             capture_input=capture_input,
             capture_output=capture_out,
         )
+        return spec
 
     def _enqueue_thread(self, thread: Thread) -> None:
         try:

@@ -19,7 +19,7 @@ import os
 import random
 import time
 
-__all__ = ["SpanIds", "iso_from_ns", "iso_now", "new_step_id", "span_step_id"]
+__all__ = ["SpanIds", "iso_from_ns", "iso_now", "iso_pair", "new_step_id", "span_step_id"]
 
 _rng = random.SystemRandom()
 
@@ -32,14 +32,14 @@ def _new_prefix() -> str:
     return f"{hi[:8]}-{hi[8:12]}-4{hi[12:15]}-{variant}{hi[15:18]}"
 
 
-class _IdState:
-    prefix: str = _new_prefix()
-    counter: itertools.count[int] = itertools.count(1)
+_prefix = _new_prefix()
+_counter = itertools.count(1)
 
 
 def _reseed() -> None:
-    _IdState.prefix = _new_prefix()
-    _IdState.counter = itertools.count(1)
+    global _prefix, _counter
+    _prefix = _new_prefix()
+    _counter = itertools.count(1)
 
 
 os.register_at_fork(after_in_child=_reseed)
@@ -47,7 +47,7 @@ os.register_at_fork(after_in_child=_reseed)
 
 def new_step_id() -> str:
     """A fresh UUID-shaped id, unique in the process and (with high probability) globally."""
-    return f"{_IdState.prefix}-{next(_IdState.counter) & 0xFFFF_FFFF_FFFF:012x}"
+    return f"{_prefix}-{next(_counter):012x}"
 
 
 def span_step_id(trace_id: int, span_id: int) -> str:
@@ -84,43 +84,54 @@ class SpanIds:
     trace_high: int = _rng.getrandbits(64) << 64
     span_top: int = _rng.getrandbits(16) << 48
     counter: itertools.count[int] = itertools.count(1)
+    step_id_prefix: str | None = None  # span_step_id(trace_high, span_top)[:24], cached
 
     @classmethod
     def reseed(cls) -> None:
         cls.trace_high = _rng.getrandbits(64) << 64
         cls.span_top = _rng.getrandbits(16) << 48
         cls.counter = itertools.count(1)
+        cls.step_id_prefix = None
 
 
 os.register_at_fork(after_in_child=SpanIds.reseed)
 
 
-_second_cache: tuple[int, str] = (-1, "")
-_MILLIS = tuple(f".{i:03d}" for i in range(1000))
 _MICROS = tuple(f"{i:03d}Z" for i in range(1000))
+# (millisecond, "YYYY-MM-DDTHH:MM:SS.mmm") of the last formatted time: consecutive calls
+# and a short step's start and end usually fall in the same millisecond.
+_ms_cache: tuple[int, str] = (-1, "")
+
+
+def _format_ms(ms: int) -> str:
+    sec, milli = divmod(ms, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{milli:03d}"
 
 
 def iso_from_ns(ns: int) -> str:
     """``time.time_ns()`` as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (UTC, microseconds)."""
-    global _second_cache
-    cache = _second_cache
-    sec = ns // 1_000_000_000
-    if sec != cache[0]:
-        cache = _second_cache = (sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)))
-    micros = (ns // 1000) % 1_000_000
-    return cache[1] + _MILLIS[micros // 1000] + _MICROS[micros % 1000]
+    global _ms_cache
+    ms = ns // 1_000_000
+    cache = _ms_cache
+    if ms != cache[0]:
+        cache = _ms_cache = (ms, _format_ms(ms))
+    return cache[1] + _MICROS[(ns // 1000) % 1000]
+
+
+def iso_pair(start_ns: int, end_ns: int) -> tuple[str, str]:
+    """:func:`iso_from_ns` of two times."""
+    return iso_from_ns(start_ns), iso_from_ns(end_ns)
 
 
 def iso_now() -> str:
     """The current UTC time in the wire format."""
-    global _second_cache
+    global _ms_cache
     ns = _time_ns()
-    cache = _second_cache
-    sec = ns // 1_000_000_000
-    if sec != cache[0]:
-        cache = _second_cache = (sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)))
-    micros = (ns // 1000) % 1_000_000
-    return cache[1] + _MILLIS[micros // 1000] + _MICROS[micros % 1000]
+    ms = ns // 1_000_000
+    cache = _ms_cache
+    if ms != cache[0]:
+        cache = _ms_cache = (ms, _format_ms(ms))
+    return cache[1] + _MICROS[(ns // 1000) % 1000]
 
 
 _time_ns = time.time_ns

@@ -40,7 +40,7 @@ class SinkHolder:
     __slots__ = (
         "_factory",
         "_lock",
-        "_owns_sink",
+        "_put",
         "_sink",
         "_stopped",
         "disabled",
@@ -57,7 +57,10 @@ class SinkHolder:
     ) -> None:
         self._factory = factory
         self._sink = sink
-        self._owns_sink = sink is None
+        # the sink's bound ``enqueue``: the hot path's only lookup
+        self._put: Callable[[Any], bool] | None = (
+            sink.enqueue if sink is not None and not disabled else None
+        )
         self._lock = threading.Lock()
         self._stopped = False
         self.disabled = disabled
@@ -79,6 +82,7 @@ class SinkHolder:
                     return None
                 try:
                     self._sink = self._factory()
+                    self._put = self._sink.enqueue
                 except Exception as exc:
                     self.stats.count("pipeline_start_failed", level="error", error=repr(exc))
                     self._stopped = True
@@ -87,21 +91,23 @@ class SinkHolder:
 
     def enqueue(self, item: Any) -> bool:
         """Hand ``item`` over; ``False`` (counted, logged) when it could not be."""
-        if self.disabled:
-            return False
-        sink = self._sink or self.get()
-        if sink is None:
-            self.stats.count("dropped_no_sink")
-            return False
+        put = self._put
+        if put is None:
+            if self.disabled:
+                return False
+            sink = self.get()
+            if sink is None:
+                self.stats.count("dropped_no_sink")
+                return False
+            put = sink.enqueue
         try:
-            accepted = sink.enqueue(item)
+            if put(item):
+                return True
         except Exception as exc:
             self.stats.count("sink_error", error=repr(exc))
             return False
-        if not accepted:
-            self.stats.count("enqueue_rejected")
-            return False
-        return True
+        self.stats.count("enqueue_rejected")
+        return False
 
     def flush(self, timeout: float | None = None) -> Any:
         """Flush the sink if it was started; returns its result (``None`` otherwise)."""
@@ -118,6 +124,7 @@ class SinkHolder:
         """Flush and stop the sink; later items are dropped and counted."""
         with self._lock:
             sink, self._stopped = self._sink, True
+            self._put = None
         if sink is None:
             return None
         try:

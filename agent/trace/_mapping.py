@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from agent._hook_ids import iso_from_ns
+from agent._hook_ids import iso_from_ns, iso_pair
 from agent._models import (
     ChatGeneration,
     CompletionGeneration,
@@ -64,6 +64,8 @@ _ROLES = {
 _SETTINGS = ("temperature", "max_tokens", "top_p", "top_k", "frequency_penalty",
              "presence_penalty", "stop_sequences", "seed", "choice.count")
 _STATUS_ERROR = 2
+_RUN = StepType.RUN
+_UNDEFINED = StepType.UNDEFINED
 _KIND_NAMES = {1: "server", 2: "client", 3: "producer", 4: "consumer"}
 
 
@@ -117,9 +119,8 @@ def literal_attribute(attributes: Mapping[str, Any], name: str) -> Any:
     return value
 
 
-def to_step(
+def to_step(  # noqa: PLR0917 - positional on the tracer's hot path
     span: SpanLike,
-    *,
     step_id: str,
     parent_id: str | None,
     root_run_id: str | None,
@@ -129,8 +130,7 @@ def to_step(
 ) -> Step:
     """Map a finished span to a step (see the table in :mod:`agent.trace`)."""
     attributes = span.attributes
-    start_time = iso_from_ns(span.start_ns)
-    end_time = iso_from_ns(span.end_ns)
+    start_time, end_time = iso_pair(span.start_ns, span.end_ns)
     if error is None and span.status_value == _STATUS_ERROR:
         error = span.status_description or "Unknown error"
     events = span.events
@@ -142,18 +142,24 @@ def to_step(
             metadata["otel.span_kind"] = _KIND_NAMES.get(span.kind_value, "internal")
         if events:
             metadata["otel.events"] = _events(events)
-        return Step(
+        step = Step(
             id=step_id,
             name=span.name,
-            type=StepType.RUN if is_local_root else StepType.UNDEFINED,
-            thread_id=thread_id,
-            parent_id=parent_id,
-            root_run_id=root_run_id,
+            type=_RUN if is_local_root else _UNDEFINED,
             start_time=start_time,
             end_time=end_time,
-            error=error,
             metadata=metadata,
         )
+        # only what is set: fewer keyword arguments on the hot path
+        if parent_id is not None:
+            step.parent_id = parent_id
+        if root_run_id is not None:
+            step.root_run_id = root_run_id
+        if thread_id is not None:
+            step.thread_id = thread_id
+        if error is not None:
+            step.error = error
+        return step
     return _special_step(
         span,
         attributes,

@@ -8,12 +8,15 @@ counted in :func:`agent.trace.stats` and logged (rate-limited).
 
 from __future__ import annotations
 
+import functools
+import inspect
 import time
 import traceback
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar, Token
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from agent._hook_ids import span_step_id
+from agent._hook_ids import SpanIds, span_step_id
 from agent._hook_stats import HookStats
 from agent.trace._mapping import ATTR_THREAD_ID, exception_error, is_special_key
 from agent.trace._types import (
@@ -30,14 +33,22 @@ from agent.trace._types import (
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from agent.trace._tracer import TracerProvider
+    from agent.trace._tracer import Tracer, TracerProvider
 
-__all__ = ["INVALID_SPAN", "TRACE_STATS", "NonRecordingSpan", "Span"]
+F = TypeVar("F", bound=Callable[..., Any])
+
+__all__ = ["INVALID_SPAN", "TRACE_STATS", "NonRecordingSpan", "Span", "current_span_var"]
+
+#: The current span of this execution context (``get_current_span``).
+current_span_var: ContextVar[Span | NonRecordingSpan | None] = ContextVar(
+    "literal_current_span", default=None
+)
 
 #: Counters of the tracer's repairs and drops (``agent.trace.stats()``).
 TRACE_STATS = HookStats("agent.trace")
 
 _PRIMITIVE = (str, bool, int, float)
+_time_ns = time.time_ns
 _INTERNAL = SpanKind.INTERNAL
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 
@@ -74,32 +85,40 @@ def _to_str(value: Any) -> str:
 class Span:
     """A span that records until :meth:`end`, then is handed to the pipeline as a step."""
 
+    # Hot fields are slots, set for every span; cold ones are class-level defaults that a
+    # span overrides in its (lazily created) __dict__ only when it uses them: a plain span
+    # costs ten assignments, not twenty-five.
     __slots__ = (
-        "_context",
+        "__dict__",
         "_ended",
-        "_error",
-        "_hook_parent_id",
-        "_hook_root_id",
-        "_hook_thread_id",
         "_kind",
         "_parent",
-        "_parent_context",
         "_provider",
+        "_scope",
+        "_seq",
         "_span_id",
-        "_status",
-        "_step_id",
+        "_token",
         "_trace_id",
         "attributes",
         "end_ns",
-        "events",
-        "kind_value",
-        "links",
         "name",
-        "special",
         "start_ns",
-        "status_description",
-        "status_value",
     )
+
+    _context: SpanContext | None = None
+    _parent_context: SpanContext | None = None
+    _error: str | None = None
+    _step_id: str | None = None
+    _hook_parent_id: str | None = None
+    _hook_thread_id: str | None = None
+    _hook_root_id: str | None = None
+    _status: Status
+    links: Sequence[Link] | None = None
+    kind_value: int = 0
+    special: bool = False
+    events: Sequence[tuple[str, int, Mapping[str, Any]]] = ()
+    status_value: int = 0
+    status_description: str | None = None
 
     def __init__(  # noqa: PLR0917 - internal; built by Tracer.start_span only
         self,
@@ -113,30 +132,28 @@ class Span:
         attributes: Attributes = None,
         links: Sequence[Link] | None = None,
         start_time: int | None = None,
+        seq: int = 0,
     ) -> None:
         self.name = name
         self._trace_id = trace_id
         self._span_id = span_id
-        self._context: SpanContext | None = None
+        self._seq = seq
         self._parent = parent
-        self._parent_context = parent_context
         self._provider = provider
         self._kind = kind
-        self.kind_value = 0 if kind is _INTERNAL else kind.value
-        self.attributes: dict[str, Any] = {}
-        self.special = False
-        self.events: list[tuple[str, int, Mapping[str, Any]]] = []
-        self._status = _UNSET
-        self.status_value = 0
-        self.status_description: str | None = None
-        self._error: str | None = None
         self._ended = False
-        self._step_id: str | None = None
-        self._hook_parent_id: str | None = None
-        self._hook_thread_id: str | None = None
-        self._hook_root_id: str | None = None
-        self.links = links
+        # set by start_as_current_span: (tracer, context, attributes, record_exception,
+        # set_status_on_exception, end_on_exit); the span is then its own context manager
+        self._scope: tuple[Any, ...] | None = None
+        self._token: Token[Any] | None = None
+        self.attributes: dict[str, Any] = {}
         self.end_ns = 0
+        if parent_context is not None:
+            self._parent_context = parent_context
+        if kind is not _INTERNAL:
+            self.kind_value = kind.value
+        if links:
+            self.links = links
         self.start_ns = start_time if start_time is not None else time.time_ns()
         if attributes:
             self.set_attributes(attributes)
@@ -196,9 +213,12 @@ class Span:
                         clean[key] = cleaned
             except Exception:
                 TRACE_STATS.count("attribute_dropped", why="event attributes not a mapping")
-        self.events.append(
-            (str(name), timestamp if timestamp is not None else time.time_ns(), clean)
-        )
+        event = (str(name), timestamp if timestamp is not None else time.time_ns(), clean)
+        events = self.events
+        if isinstance(events, list):
+            events.append(event)
+        else:
+            self.events = [event]
 
     def add_link(self, context: SpanContext, attributes: Attributes = None) -> None:
         """Accepted for compatibility; links are not sent to Literal."""
@@ -268,10 +288,12 @@ class Span:
             TRACE_STATS.count("span_ended_twice", span=self.name)
             return
         self._ended = True
-        self.end_ns = end_time if end_time is not None else time.time_ns()
+        self.end_ns = end_time if end_time is not None else _time_ns()
         self._provider._on_end(self)
 
     def __enter__(self) -> Span:
+        if self._scope is not None:  # from start_as_current_span: make it current
+            self._token = current_span_var.set(self)
         return self
 
     def __exit__(
@@ -280,10 +302,59 @@ class Span:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        scope = self._scope
+        if scope is None:  # a start_span() span used in ``with``: end it (as OpenTelemetry)
+            if exc is not None and not self._ended:
+                self.record_exception(exc, escaped=True)
+                self.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            self.end()
+            return
+        token = self._token
+        if token is not None:
+            self._token = None
+            try:
+                current_span_var.reset(token)
+            except (ValueError, RuntimeError):  # exited in another context
+                old = token.old_value
+                current_span_var.set(None if old is Token.MISSING else old)
         if exc is not None and not self._ended:
-            self.record_exception(exc, escaped=True)
-            self.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
-        self.end()
+            if scope[3]:
+                self.record_exception(exc, escaped=True)
+            if scope[4]:
+                self.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        if scope[5]:
+            self.end()
+
+    def __call__(self, func: F) -> F:
+        """``@tracer.start_as_current_span(...)``: a new current span for each call."""
+        scope = self._scope
+        if scope is None:
+            raise TypeError("only start_as_current_span(...) results decorate functions")
+        self._ended = True  # the span made at decoration time is never used or sent
+        tracer: Tracer = scope[0]
+        name, kind, links = self.name, self._kind, self.links
+        context, attributes, record, set_status, end_on_exit = scope[1:]
+
+        def fresh() -> Any:
+            return tracer.start_as_current_span(
+                name, context, kind, attributes, links, None, record, set_status, end_on_exit
+            )
+
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                with fresh():
+                    return await func(*args, **kwargs)
+
+            return async_wrapper  # type: ignore[return-value]
+
+        @functools.wraps(func)
+        def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+            with fresh():
+                return func(*args, **kwargs)
+
+        return sync_wrapper  # type: ignore[return-value]
 
     def __repr__(self) -> str:
         return f"Span({self.name!r}, step_id={self.step_id!r})"
@@ -315,7 +386,10 @@ class Span:
         """The id of the step this span becomes (stable, computed once)."""
         step_id = self._step_id
         if step_id is None:
-            step_id = self._step_id = span_step_id(self._trace_id, self._span_id)
+            seq = self._seq
+            step_id = self._step_id = (
+                _seq_step_id(seq) if seq else span_step_id(self._trace_id, self._span_id)
+            )
         return step_id
 
     @property
@@ -393,6 +467,20 @@ class NonRecordingSpan:
 
 
 _UNSET = Status(StatusCode.UNSET)
+Span._status = _UNSET
+
+
+def _seq_step_id(seq: int) -> str:
+    """The step id of a span whose ids came from :class:`SpanIds` (its counter value ``seq``).
+
+    Equal to ``span_step_id(trace_id, span_id)``: the trace id's high half and the span id's
+    top 16 bits are the process's, so only the counter is formatted.
+    """
+    prefix = SpanIds.step_id_prefix
+    if prefix is None:
+        prefix = span_step_id(SpanIds.trace_high, SpanIds.span_top)[:24]
+        SpanIds.step_id_prefix = prefix
+    return f"{prefix}{seq:012x}"
 
 #: The span returned by ``get_current_span()`` outside any span.
 INVALID_SPAN = NonRecordingSpan(INVALID_SPAN_CONTEXT)

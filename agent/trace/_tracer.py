@@ -7,14 +7,20 @@ import inspect
 import random
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from contextvars import ContextVar, Token
+from contextvars import Token
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from agent._context import state_var
 from agent._hook_ids import SpanIds, span_step_id
 from agent._hook_sink import SinkHolder, SinkLike
 from agent.trace._mapping import to_step
-from agent.trace._span import INVALID_SPAN, TRACE_STATS, NonRecordingSpan, Span
+from agent.trace._span import (
+    INVALID_SPAN,
+    TRACE_STATS,
+    NonRecordingSpan,
+    Span,
+    current_span_var,
+)
 from agent.trace._types import (
     Attributes,
     Link,
@@ -45,7 +51,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 AnySpan = Span | NonRecordingSpan
 
 _CURRENT_SPAN_KEY = "current-span"
-_current_span: ContextVar[AnySpan | None] = ContextVar("literal_current_span", default=None)
+_current_span = current_span_var
 _getrandbits = random.getrandbits
 _MASK48 = 0xFFFF_FFFF_FFFF
 
@@ -253,15 +259,19 @@ class Tracer:
             if type(parent) is Span:
                 parent_span = parent
                 trace_id = parent._trace_id
+                local = parent._seq != 0  # the trace id is this process's
             elif parent is not None and parent.get_span_context().is_valid:
                 parent_context = parent.get_span_context()
                 trace_id = parent_context.trace_id
+                local = False
             else:
                 trace_id = SpanIds.trace_high | _getrandbits(64)
+                local = True
+            seq = next(SpanIds.counter) & _MASK48
             span = Span(
                 name,
                 trace_id,
-                SpanIds.span_top | (next(SpanIds.counter) & _MASK48),
+                SpanIds.span_top | seq,
                 parent_span,
                 parent_context,
                 provider,
@@ -269,6 +279,7 @@ class Tracer:
                 attributes,
                 links,
                 start_time,
+                seq if local else 0,
             )
             if parent_span is None and parent_context is None:
                 steps, thread, root = state_var.get()
@@ -295,8 +306,19 @@ class Tracer:
         record_exception: bool = True,
         set_status_on_exception: bool = True,
         end_on_exit: bool = True,
-    ) -> _CurrentSpanScope:
-        """A span made current for a ``with`` block, or for each call of a decorated function."""
+    ) -> Span | _CurrentSpanScope:
+        """A span made current for a ``with`` block, or for each call of a decorated function.
+
+        The returned span is its own context manager (entering makes it current, leaving
+        restores the previous span and ends it): one object per span on the hot path.
+        """
+        span = self.start_span(name, context, kind, attributes, links, start_time)
+        if type(span) is Span:
+            span._scope = (
+                self, context, attributes, record_exception, set_status_on_exception,
+                end_on_exit,
+            )
+            return span
         return _CurrentSpanScope(
             self, name, context, kind, attributes, links, start_time, record_exception,
             set_status_on_exception, end_on_exit,
@@ -348,12 +370,12 @@ class TracerProvider:
                 is_local_root = parent_id is None
             step = to_step(
                 span,
-                step_id=span.step_id,
-                parent_id=parent_id,
-                root_run_id=root_id,
-                thread_id=parent.thread_id if parent is not None else span._hook_thread_id,
-                is_local_root=is_local_root,
-                error=span._error,
+                span._step_id or span.step_id,
+                parent_id,
+                root_id,
+                parent.thread_id if parent is not None else span._hook_thread_id,
+                is_local_root,
+                span._error,
             )
         except Exception as exc:
             TRACE_STATS.count("span_mapping_failed", error=repr(exc))
