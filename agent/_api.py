@@ -180,7 +180,9 @@ class _BaseLiteralAPI:
         """URL, JSON body and timeout of an operation."""
         timeout = operation.timeout if operation.timeout is not None else self.timeout
         if operation.query is not None:
-            variables = ops.jsonable(dict(operation.variables))
+            variables = (
+                operation.variables if operation.prepared else ops.jsonable(operation.variables)
+            )
             body = _encoder.encode({"query": operation.query, "variables": variables})
             return self.graphql_endpoint, body, timeout
         assert operation.path is not None

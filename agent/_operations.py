@@ -92,6 +92,8 @@ class Operation(Generic[T]):
     path: str | None = None
     body: Mapping[str, Any] | None = None
     timeout: float | None = None
+    prepared: bool = False
+    """True when ``variables`` are already JSON-ready (see :func:`jsonable`)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -158,32 +160,56 @@ def enc_hook(value: Any) -> Any:
     return _fallback(value)
 
 
-_BUILTIN = (bytes, bytearray, memoryview)
+_BINARY = (bytes, bytearray, memoryview)
+_BINARY_TYPES = frozenset(_BINARY)
+_CONTAINERS = frozenset({dict, list, tuple})
+
+
+def _strip_binary(value: Any) -> Any:
+    """Replace binary values inside fresh builtins (dicts/lists mutated in place)."""
+    kind = type(value)
+    if kind in _BINARY_TYPES:
+        return STRIPPED_BINARY
+    if kind is dict:
+        for key, item in value.items():
+            item_kind = type(item)
+            if item_kind in _CONTAINERS or item_kind in _BINARY_TYPES:
+                value[key] = _strip_binary(item)
+    elif kind is list:
+        for index, item in enumerate(value):
+            item_kind = type(item)
+            if item_kind in _CONTAINERS or item_kind in _BINARY_TYPES:
+                value[index] = _strip_binary(item)
+    elif kind is tuple:
+        return _strip_binary(list(value))
+    return value
 
 
 def jsonable(value: Any) -> Any:
     """Make ``value`` JSON-ready, mirroring the reference's variable pre-processing.
 
-    ``bytes`` anywhere become ``"STRIPPED_BINARY_DATA"`` (``prepare_variables``); tuples and
-    sets become lists; values msgspec knows (datetimes, UUIDs, enums, dataclasses, Structs)
-    take their msgspec form; pydantic models are dumped without ``None`` entries; anything
-    else becomes ``str(value)`` (``ensure_values_serializable``). Never raises.
+    ``bytes`` anywhere become ``"STRIPPED_BINARY_DATA"`` (``prepare_variables``); sets
+    become lists; values msgspec knows (datetimes, UUIDs, enums, dataclasses, Structs) take
+    their msgspec form; pydantic models are dumped without ``None`` entries; anything else
+    becomes ``str(value)`` (``ensure_values_serializable``). Never raises. One pass in C
+    (``msgspec.to_builtins``, which copies), then one in-place sweep for binary values.
     """
-    if value is None or isinstance(value, str | bool | int | float):
-        return value
+    try:
+        converted = msgspec.to_builtins(
+            value, builtin_types=_BINARY, enc_hook=_fallback, str_keys=True
+        )
+    except Exception:  # e.g. unhashable or exotic keys somewhere inside
+        converted = _slow_jsonable(value)
+    return _strip_binary(converted)
+
+
+def _slow_jsonable(value: Any) -> Any:
+    """Item by item, for the rare values msgspec refuses as a whole."""
     if isinstance(value, dict):
-        return {(k if isinstance(k, str) else str(k)): jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [jsonable(v) for v in value]
-    if isinstance(value, _BUILTIN):
-        return STRIPPED_BINARY
-    try:
-        converted = msgspec.to_builtins(value, builtin_types=_BUILTIN, enc_hook=_fallback)
-    except Exception:
-        converted = _fallback(value)
-    if converted is value:  # pragma: no cover - defensive: avoid infinite recursion
-        return str(value)
-    return jsonable(converted)
+    return _fallback(value)
 
 
 # --------------------------------------------------------------------------- validation
@@ -824,10 +850,10 @@ def step_payload(step: Step | StepDict | Mapping[str, Any]) -> dict[str, Any]:
     """The ingest form of one step (``Step`` object or dict), JSON-ready, ``None`` dropped.
 
     ``input``/``output``/``metadata`` values JSON cannot carry become strings (bytes become
-    ``"STRIPPED_BINARY_DATA"``); the step's own object is never mutated.
+    ``"STRIPPED_BINARY_DATA"``); the caller's step is never mutated.
     """
     if isinstance(step, Step):
-        raw: dict[str, Any] = msgspec.to_builtins(step, builtin_types=_BUILTIN, enc_hook=_fallback)
+        raw: dict[str, Any] = jsonable(step)
         raw.pop("environment", None)
         raw.pop("createdAt", None)
         generation = raw.get("generation")
@@ -837,6 +863,7 @@ def step_payload(step: Step | StepDict | Mapping[str, Any]) -> dict[str, Any]:
         raw = dict(step)
         if raw.get("generation") is not None:
             raw["generation"] = _generation_payload(raw["generation"])
+        raw = jsonable(raw)
     else:
         raise TypeError(f"send_steps expects Step objects or dicts, got {type(step).__name__}")
     if not raw.get("id"):
@@ -845,7 +872,7 @@ def step_payload(step: Step | StepDict | Mapping[str, Any]) -> dict[str, Any]:
     for score in raw.get("scores") or ():
         if isinstance(score, Mapping):
             _check_score_value(score.get("value"), score.get("name"))
-    return {k: jsonable(v) for k, v in raw.items() if v is not None}
+    return {k: v for k, v in raw.items() if v is not None}
 
 
 def send_steps(steps: Sequence[Step | StepDict | Mapping[str, Any]]) -> Operation[dict[str, Any]]:
@@ -868,6 +895,7 @@ def send_steps(steps: Sequence[Step | StepDict | Mapping[str, Any]]) -> Operatio
         query=gql.add_steps_document(len(steps)),
         variables=variables,
         decode=_identity,
+        prepared=True,
     )
 
 
