@@ -121,6 +121,12 @@ def warm_up(port: int, batch: int) -> None:
     post_all(port, build_bodies(batch, batch), 1)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time consumed so far by process ``pid`` (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -133,7 +139,10 @@ def run_once(batch: int, total: int, connections: int) -> dict[str, float]:
         CollectorProcess(Path(tmp), api_key=API_KEY) as proc,
     ):
         warm_up(proc.port, batch)
+        assert proc.pid is not None
+        cpu_before = cpu_seconds(proc.pid)
         wall, latencies = post_all(proc.port, bodies, connections)
+        server_cpu = cpu_seconds(proc.pid) - cpu_before
         stored = stored_steps(proc.port) - batch  # minus the warm-up batch
     expected = len(bodies) * batch
     if stored != expected:
@@ -144,6 +153,7 @@ def run_once(batch: int, total: int, connections: int) -> dict[str, float]:
         "p50_ms": percentile(latencies, 0.50) * 1000,
         "p99_ms": percentile(latencies, 0.99) * 1000,
         "kb_per_step": body_kb,
+        "server_cpu_us_per_step": server_cpu / stored * 1e6,
     }
 
 
@@ -168,16 +178,18 @@ def main(argv: list[str]) -> int:
         print(
             f"batch {batch:>4}: {row['steps_per_s']:>9,.0f} steps/s  "
             f"p50 {row['p50_ms']:7.1f} ms  p99 {row['p99_ms']:7.1f} ms  "
+            f"server CPU {row['server_cpu_us_per_step']:5.1f} us/step  "
             f"(runs: {row['all_steps_per_s']})",
             flush=True,
         )
     print()
-    print("| batch | steps/s (median) | p50 latency | p99 latency | KB/step |")
-    print("| ---: | ---: | ---: | ---: | ---: |")
+    print("| batch | steps/s (median) | p50 latency | p99 latency | server CPU/step | KB/step |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
     for row in rows:
         print(
             f"| {row['batch']} | {row['steps_per_s']:,.0f} | {row['p50_ms']:.1f} ms "
-            f"| {row['p99_ms']:.1f} ms | {row['kb_per_step']:.2f} |"
+            f"| {row['p99_ms']:.1f} ms | {row['server_cpu_us_per_step']:.1f} us "
+            f"| {row['kb_per_step']:.2f} |"
         )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     result = {

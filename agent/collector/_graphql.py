@@ -1,18 +1,14 @@
 """GraphQL execution of the collector: request decoding, parsed-document cache, fast paths.
 
 ``GraphQLService.handle(body, ...)`` is blocking and runs in a worker thread. Documents are
-parsed and validated once and kept in a size-bounded LRU keyed by their text. A document with
-the shape of the SDK's ``send_steps`` (``AddStep``: N aliased ``ingestStep`` fields fed only by
-variables) or ``create_scores`` (``CreateScores``) gets a *plan*; requests with a plan are
-resolved straight from the variables and written in one transaction. Whenever a variable does
-not have the exact shape the plan expects, the request falls back to graphql-core execution,
-which produces the standard error messages; per-step validation is shared with the resolver
-(:mod:`agent.collector._ingest`), so both paths answer the same.
+parsed and validated once and kept in a size-bounded LRU keyed by their (JSON-encoded) text,
+so a hit costs one hash. Variables are decoded lazily: a document with a fast-path plan
+(:mod:`agent.collector._fastpath`, the SDK's ``send_steps`` / ``create_scores``) reads them
+raw; every other document gets them decoded and goes through graphql-core.
 """
 
 from __future__ import annotations
 
-import math
 import re
 import threading
 from collections import OrderedDict
@@ -25,29 +21,20 @@ import structlog
 from graphql import (
     DocumentNode,
     ExecutionResult,
-    FieldNode,
     GraphQLError,
-    GraphQLInputType,
     GraphQLSchema,
-    NonNullTypeNode,
-    OperationDefinitionNode,
-    OperationType,
-    VariableNode,
     build_schema,
-    coerce_input_value,
     execute,
     parse,
-    type_from_ast,
     validate,
     value_from_ast_untyped,
 )
 from graphql.language import ValueNode
 
-from agent.collector._ingest import ingest_batch
+from agent.collector._fastpath import Plan, RawVariables, decode_variables, make_plan, run_plan
 from agent.collector._resolvers import RequestContext, bind
 from agent.collector._schema import SDL
-from agent.collector._storage import Record, Storage, Write
-from agent.collector._timefmt import now_iso
+from agent.collector._storage import Storage
 
 log = structlog.get_logger(__name__)
 
@@ -57,17 +44,17 @@ DEFAULT_CACHE_CHARS = 64 * 1024 * 1024
 MAX_CACHED_DOCUMENTS = 512
 _EMPTY_DOCUMENT = re.compile(r"^\s*mutation\s+\w*\s*(\(\s*\))?\s*\{\s*\}\s*$")
 
-_ABSENT: Any = object()
-_FALLBACK: Any = object()
-
 
 class _Request(msgspec.Struct):
-    query: str
-    variables: dict[str, Any] | None = None
+    """The HTTP body; the query and the variable values stay undecoded JSON until needed."""
+
+    query: msgspec.Raw
+    variables: dict[str, msgspec.Raw] | None = None
     operationName: str | None = None
 
 
 _request_decoder = msgspec.json.Decoder(_Request)
+_query_decoder = msgspec.json.Decoder(str)
 _encoder = msgspec.json.Encoder()
 
 
@@ -113,65 +100,6 @@ def build_collector_schema() -> GraphQLSchema:
     return schema
 
 
-# -- fast-path plans -------------------------------------------------------------------
-
-# A checker returns the coerced value, _ABSENT (argument omitted) or _FALLBACK.
-Checker = Callable[[Any], Any]
-
-
-def _check_str(value: Any) -> Any:
-    return value if isinstance(value, str) else _FALLBACK
-
-
-def _check_any(value: Any) -> Any:
-    return value
-
-
-def _check_str_list(value: Any) -> Any:
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return value
-    return _FALLBACK
-
-
-def _check_float(value: Any) -> Any:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return _FALLBACK
-    result = float(value)
-    return result if math.isfinite(result) else _FALLBACK
-
-
-def _check_score_type(value: Any) -> Any:
-    return value if value in ("HUMAN", "CODE", "AI") else _FALLBACK
-
-
-def _input_checker(type_: GraphQLInputType) -> Checker:
-    def check(value: Any) -> Any:
-        if isinstance(value, list) and not value:
-            return value
-        try:
-            return coerce_input_value(value, type_)
-        except GraphQLError:
-            return _FALLBACK
-
-    return check
-
-
-@dataclass(slots=True)
-class _Field:
-    key: str  # response key (alias)
-    args: list[tuple[str, str, Checker]]  # (argument, variable, checker)
-    selected: list[str]
-
-
-@dataclass(slots=True)
-class Plan:
-    """A recognised batch document: its root fields, each fed only by variables."""
-
-    root: str  # "ingestStep" or "createScore"
-    fields: list[_Field]
-    required: frozenset[str]  # variables declared non-null
-
-
 @dataclass(slots=True)
 class Prepared:
     """A parsed and validated document (or its errors), with its fast-path plan if any."""
@@ -180,102 +108,7 @@ class Prepared:
     errors: list[GraphQLError] = field(default_factory=list)
     plan: Plan | None = None
     size: int = 0
-
-
-_SCORE_FIELDS = frozenset(
-    {
-        "id",
-        "name",
-        "type",
-        "value",
-        "label",
-        "comment",
-        "scorer",
-        "tags",
-        "stepId",
-        "datasetExperimentItemId",
-        "createdAt",
-        "updatedAt",
-    }
-)
-
-
-def _make_plan(schema: GraphQLSchema, document: DocumentNode) -> Plan | None:
-    if len(document.definitions) != 1:
-        return None
-    op = document.definitions[0]
-    if not isinstance(op, OperationDefinitionNode) or op.operation != OperationType.MUTATION:
-        return None
-    if op.directives:
-        return None
-    var_types: dict[str, GraphQLInputType] = {}
-    required: set[str] = set()
-    for definition in op.variable_definitions or ():
-        if definition.default_value is not None or definition.directives:
-            return None
-        name = definition.variable.name.value
-        var_type = type_from_ast(schema, definition.type)
-        if var_type is None:
-            return None
-        var_types[name] = var_type  # type: ignore[assignment]
-        if isinstance(definition.type, NonNullTypeNode):
-            required.add(name)
-    root_name: str | None = None
-    fields: list[_Field] = []
-    mutation = schema.mutation_type
-    assert mutation is not None
-    for selection in op.selection_set.selections:
-        if not isinstance(selection, FieldNode) or selection.directives:
-            return None
-        name = selection.name.value
-        if name not in ("ingestStep", "createScore") or (root_name and name != root_name):
-            return None
-        root_name = name
-        arg_defs = mutation.fields[name].args
-        args: list[tuple[str, str, Checker]] = []
-        for arg in selection.arguments or ():
-            if not isinstance(arg.value, VariableNode):
-                return None
-            var_name = arg.value.name.value
-            checker = _checker_for(name, arg.name.value, arg_defs[arg.name.value].type)
-            args.append((arg.name.value, var_name, checker))
-        selected: list[str] = []
-        allowed = {"ok", "message"} if name == "ingestStep" else _SCORE_FIELDS
-        for sub in selection.selection_set.selections if selection.selection_set else ():
-            if (
-                not isinstance(sub, FieldNode)
-                or sub.alias
-                or sub.arguments
-                or sub.directives
-                or sub.selection_set
-                or sub.name.value not in allowed
-            ):
-                return None
-            selected.append(sub.name.value)
-        key = selection.alias.value if selection.alias else name
-        fields.append(_Field(key, args, selected))
-    if root_name is None:
-        return None
-    return Plan(root_name, fields, frozenset(required))
-
-
-def _checker_for(root: str, arg: str, type_: Any) -> Checker:
-    named = type_.of_type if hasattr(type_, "of_type") else type_
-    if arg in ("input", "output", "metadata"):
-        return _check_any
-    if arg == "tags":
-        return _check_str_list
-    if root == "createScore":
-        if arg == "value":
-            return _check_float
-        if arg == "type":
-            return _check_score_type
-        return _check_str
-    if arg in ("generation", "scores", "attachments"):
-        return _input_checker(type_)
-    if getattr(named, "name", "") in ("String", "DateTime", "StepType"):
-        return _check_str
-    return _input_checker(type_)
+    empty: bool = False  # ``mutation CreateScores() { }``: answered {"data": {}}
 
 
 # -- the service -------------------------------------------------------------------------
@@ -285,20 +118,20 @@ class _DocumentCache:
     """LRU of :class:`Prepared` documents, bounded by count and by total text size."""
 
     def __init__(self, max_chars: int, max_items: int = MAX_CACHED_DOCUMENTS) -> None:
-        self._items: OrderedDict[str, Prepared] = OrderedDict()
+        self._items: OrderedDict[bytes, Prepared] = OrderedDict()
         self._chars = 0
         self._max_chars = max_chars
         self._max_items = max_items
         self._lock = threading.Lock()
 
-    def get(self, text: str) -> Prepared | None:
+    def get(self, text: bytes) -> Prepared | None:
         with self._lock:
             prepared = self._items.get(text)
             if prepared is not None:
                 self._items.move_to_end(text)
             return prepared
 
-    def put(self, text: str, prepared: Prepared) -> None:
+    def put(self, text: bytes, prepared: Prepared) -> None:
         if prepared.size > self._max_chars // 4:
             return
         with self._lock:
@@ -323,19 +156,32 @@ class GraphQLService:
         self._cache = _DocumentCache(cache_chars)
 
     def prepare(self, text: str) -> Prepared:
-        """Parse, validate and plan ``text`` (cached)."""
-        prepared = self._cache.get(text)
+        """Parse, validate and plan ``text`` (cached by its JSON encoding)."""
+        return self._prepare(_encoder.encode(text), text)
+
+    def _prepare(self, key: bytes, text: str | None = None) -> Prepared:
+        prepared = self._cache.get(key)
         if prepared is not None:
+            return prepared
+        if text is None:
+            try:
+                text = _query_decoder.decode(key)
+            except msgspec.DecodeError:
+                message = "Malformed GraphQL request body: query must be a string"
+                raise BadRequestError(message) from None
+        if _EMPTY_DOCUMENT.match(text):
+            prepared = Prepared(None, empty=True, size=len(key))
+            self._cache.put(key, prepared)
             return prepared
         try:
             document = parse(text, no_location=False, max_tokens=2_000_000)
         except GraphQLError as exc:
-            prepared = Prepared(None, [exc], size=len(text))
+            prepared = Prepared(None, [exc], size=len(key))
         else:
             errors = validate(self.schema, document)
-            plan = None if errors else _make_plan(self.schema, document)
-            prepared = Prepared(document, list(errors), plan, size=len(text))
-        self._cache.put(text, prepared)
+            plan = None if errors else make_plan(self.schema, document)
+            prepared = Prepared(document, list(errors), plan, size=len(key))
+        self._cache.put(key, prepared)
         return prepared
 
     def handle(self, body: bytes, ctx: RequestContext) -> bytes:
@@ -344,8 +190,9 @@ class GraphQLService:
             request = _request_decoder.decode(body)
         except msgspec.DecodeError as exc:
             raise BadRequestError(f"Malformed GraphQL request body: {exc}") from None
+        prepared = self._prepare(bytes(request.query))
         return _encoder.encode(
-            self.run(request.query, request.variables or {}, ctx, request.operationName)
+            self._execute(prepared, request.variables or {}, ctx, request.operationName)
         )
 
     def run(
@@ -355,21 +202,30 @@ class GraphQLService:
         ctx: RequestContext,
         operation_name: str | None = None,
     ) -> dict[str, Any]:
-        """Execute one document; returns the GraphQL response object."""
-        if _EMPTY_DOCUMENT.match(query):
+        """Execute one document with decoded variables; returns the GraphQL response object."""
+        raw = {name: msgspec.Raw(_encoder.encode(value)) for name, value in variables.items()}
+        return self._execute(self.prepare(query), raw, ctx, operation_name)
+
+    def _execute(
+        self,
+        prepared: Prepared,
+        raw_variables: RawVariables,
+        ctx: RequestContext,
+        operation_name: str | None,
+    ) -> dict[str, Any]:
+        if prepared.empty:
             return {"data": {}}
-        prepared = self.prepare(query)
         if prepared.errors or prepared.document is None:
             return {"errors": [e.formatted for e in prepared.errors]}
         if prepared.plan is not None and self.fast_paths:
-            fast = self._run_plan(prepared.plan, variables, ctx)
+            fast = run_plan(prepared.plan, raw_variables, ctx)
             if fast is not None:
                 return fast
         result = execute(
             self.schema,
             prepared.document,
             context_value=ctx,
-            variable_values=variables,
+            variable_values=decode_variables(raw_variables),
             operation_name=operation_name,
         )
         if not isinstance(result, ExecutionResult):  # pragma: no cover - resolvers are sync
@@ -380,61 +236,3 @@ class GraphQLService:
         if result.data is not None or not result.errors:
             out["data"] = result.data
         return out
-
-    # -- fast paths ----------------------------------------------------------------------
-
-    def _arguments(self, plan: Plan, variables: dict[str, Any]) -> list[dict[str, Any]] | None:
-        for name in plan.required:
-            if variables.get(name) is None:
-                return None
-        rows: list[dict[str, Any]] = []
-        get = variables.get
-        for fld in plan.fields:
-            args: dict[str, Any] = {}
-            for arg, var, check in fld.args:
-                value = get(var, _ABSENT)
-                if value is _ABSENT:
-                    continue
-                if value is not None:
-                    value = check(value)
-                    if value is _FALLBACK:
-                        return None
-                args[arg] = value
-            rows.append(args)
-        return rows
-
-    def _run_plan(
-        self, plan: Plan, variables: dict[str, Any], ctx: RequestContext
-    ) -> dict[str, Any] | None:
-        rows = self._arguments(plan, variables)
-        if rows is None:
-            return None
-        if plan.root == "ingestStep":
-            return self._ingest(plan, rows, ctx)
-        return self._scores(plan, rows, ctx)
-
-    def _ingest(
-        self, plan: Plan, rows: list[dict[str, Any]], ctx: RequestContext
-    ) -> dict[str, Any]:
-        batch = ingest_batch(rows, ctx.environment)
-        ctx.storage.write(batch.writes())
-        data: dict[str, Any] = {}
-        for fld, error in zip(plan.fields, batch.errors, strict=True):
-            result = {"ok": error is None, "message": error}
-            data[fld.key] = {k: result[k] for k in fld.selected}
-        return {"data": data}
-
-    def _scores(
-        self, plan: Plan, rows: list[dict[str, Any]], ctx: RequestContext
-    ) -> dict[str, Any]:
-        import uuid
-
-        now = now_iso()
-        records: list[Record] = [
-            {**args, "id": str(uuid.uuid4()), "createdAt": now, "updatedAt": now} for args in rows
-        ]
-        ctx.storage.write([Write("score", records)])
-        data: dict[str, Any] = {}
-        for fld, record in zip(plan.fields, records, strict=True):
-            data[fld.key] = {k: record.get(k) for k in fld.selected}
-        return {"data": data}

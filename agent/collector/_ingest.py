@@ -88,7 +88,7 @@ class IngestBatch:
     """Writes for a batch of steps, plus one verdict (``None`` = ok, else message) per step."""
 
     steps: list[Record] = field(default_factory=list)
-    threads: list[Record] = field(default_factory=list)
+    threads: dict[str, Record] = field(default_factory=dict)  # deduplicated by id
     generations: list[Record] = field(default_factory=list)
     scores: list[Record] = field(default_factory=list)
     attachments: list[Record] = field(default_factory=list)
@@ -97,7 +97,7 @@ class IngestBatch:
     def writes(self) -> list[Write]:
         """The storage writes of the batch (applied in one transaction)."""
         return [
-            Write("thread", self.threads, "insert_missing"),
+            Write("thread", list(self.threads.values()), "insert_missing"),
             Write("step", self.steps),
             Write("generation", self.generations),
             Write("score", self.scores),
@@ -165,8 +165,8 @@ class IngestBatch:
             for i, a in enumerate(args.get("attachments") or ())
         ]
         self.steps.append(step)
-        if thread_id is not None:
-            self.threads.append({"id": thread_id, "environment": environment})
+        if thread_id is not None and thread_id not in self.threads:
+            self.threads[thread_id] = {"id": thread_id, "environment": environment}
         self.generations += generations
         self.scores += scores
         self.attachments += attachments

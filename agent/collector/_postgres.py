@@ -21,7 +21,8 @@ The database URL may carry a password; it never appears in errors or logs (see
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
@@ -181,6 +182,13 @@ class PostgresStorage:
             text = text.replace(secret, "***")
         return text
 
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        if self._closed.is_set():
+            raise StorageError("storage is closed")
+        with self._pool.connection() as conn:
+            yield conn
+
     def __repr__(self) -> str:
         return f"PostgresStorage({self._redacted!r})"
 
@@ -191,7 +199,7 @@ class PostgresStorage:
         return self._project_id
 
     def setting(self, key: str, default: str) -> str:
-        with self._pool.connection() as conn:
+        with self._connection() as conn:
             # A concurrent insert of the same key makes ours wait, then do nothing; the
             # SELECT (a new statement, a new snapshot) then sees the winner's value.
             conn.execute(
@@ -207,7 +215,7 @@ class PostgresStorage:
         unique = list(dict.fromkeys(ids))
         if not unique:
             return {}
-        with self._pool.connection() as conn:
+        with self._connection() as conn:
             rows = conn.execute(f"{table.select} WHERE t.id = ANY(%s::text[])", (unique,))
             out = {}
             for row in rows:
@@ -243,7 +251,7 @@ class PostgresStorage:
             f" ORDER BY t.created_at {direction}, t.seq {direction} LIMIT %s"
         )
         try:
-            with self._pool.connection() as conn:
+            with self._connection() as conn:
                 rows = conn.execute(sql, (unique, limit)).fetchall()
         except (psycopg.DataError, ValueError) as exc:
             raise StorageError(f"Invalid values for {key!r}: {exc}") from None
@@ -281,7 +289,7 @@ class PostgresStorage:
         count_where = f" WHERE {' AND '.join(where)}" if where else ""
         count_sql = f"SELECT COUNT(*) FROM {kind} t{count_where}"
         try:
-            with self._pool.connection() as conn:
+            with self._connection() as conn:
                 rows = conn.execute(sql, [*page_params, first + 1]).fetchall()
                 count_row = conn.execute(count_sql, params).fetchone()
         except psycopg.DataError as exc:
@@ -302,7 +310,7 @@ class PostgresStorage:
         if not groups:
             return
         now = now_iso()
-        with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+        with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
             for group in groups:
                 table = self._tables[group.kind]
                 if group.mode == "delete":

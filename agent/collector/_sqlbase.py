@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from agent.collector._storage import Filter, Record, StorageError
+from agent.collector._storage import Filter, JsonText, Record, StorageError
 from agent.collector._timefmt import normalize_time
 
 ColumnType = Literal["text", "json", "int", "real"]
@@ -93,7 +93,8 @@ class RowCodec:
         self.json_keys = frozenset(k for k, t in self.types.items() if t == "json")
 
     def row_params(self, record: Record, now: str) -> tuple[Any, ...]:
-        """Parameters in column order: JSON encoded, ``createdAt`` defaulted to ``now``."""
+        """Parameters in column order: JSON encoded (:class:`JsonText` kept verbatim),
+        ``createdAt`` defaulted to ``now``."""
         out: list[Any] = []
         json_keys = self.json_keys
         get = record.get
@@ -102,7 +103,7 @@ class RowCodec:
             if value is None:
                 if key == "createdAt":
                     value = now
-            elif key in json_keys:
+            elif key in json_keys and type(value) is not JsonText:
                 value = encode_json(value)
             out.append(value)
         return tuple(out)

@@ -32,6 +32,7 @@ from agent.collector._storage import (
     DEFAULT_PAGE_SIZE,
     MAX_FIND,
     MAX_PAGE_SIZE,
+    JsonText,
     Kind,
     ListQuery,
     Page,
@@ -91,7 +92,7 @@ class _Table:
             row[1] = now
         for i in self._json_positions:
             value = row[i]
-            if value is not None:
+            if value is not None and type(value) is not JsonText:
                 row[i] = _json_encoder.encode(value).decode()
         return row
 

@@ -12,6 +12,7 @@ Semantics every backend must keep:
   backend on insert when the record has none, and never changes afterwards.
 * ``insert_missing`` inserts records whose id is unknown and leaves existing ones untouched.
 * ``delete`` removes the records with the given ids (other keys are ignored).
+* A JSON-typed value may be given as :class:`JsonText` (stored as is) or as a decoded value.
 * Lists are newest first (``createdAt`` descending) unless an order is given; ties are broken
   by insertion order. Cursors are opaque strings produced by the backend.
 """
@@ -50,6 +51,16 @@ DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 #: Largest number of records :meth:`Storage.find` returns.
 MAX_FIND = 10_000
+
+
+class JsonText(str):
+    """A JSON value already encoded as text; a write stores it verbatim (it must be valid JSON).
+
+    Lets the ingest fast path keep the client's JSON for ``input``/``output``/``metadata``
+    instead of decoding and re-encoding it. Reads always return decoded values.
+    """
+
+    __slots__ = ()
 
 
 class StorageError(Exception):

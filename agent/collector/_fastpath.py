@@ -1,0 +1,248 @@
+"""Batched fast paths: the SDK's ``AddStep`` (send_steps) and ``CreateScores`` documents.
+
+A validated document made only of ``ingestStep`` (or only of ``createScore``) fields whose
+arguments are all variables gets a :class:`Plan`. A request with a plan is answered straight
+from its variables, which arrive as undecoded JSON (``msgspec.Raw``): strings are decoded with
+typed decoders, JSON arguments (``input``, ``output``, ``metadata``, ``tags``) are stored as
+the client's JSON text without a decode/encode round trip, and the whole batch is written in
+one storage call. Any variable that does not have exactly the expected shape makes
+:func:`run_plan` return ``None`` and the caller falls back to graphql-core, which produces the
+standard messages; per-step checks are shared with the resolver (:mod:`._ingest`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import msgspec
+from graphql import (
+    DocumentNode,
+    FieldNode,
+    GraphQLError,
+    GraphQLInputType,
+    GraphQLSchema,
+    NonNullTypeNode,
+    OperationDefinitionNode,
+    OperationType,
+    VariableNode,
+    coerce_input_value,
+)
+
+from agent.collector._ingest import ingest_batch
+from agent.collector._resolvers import RequestContext
+from agent.collector._storage import JsonText, Record, Write
+from agent.collector._timefmt import now_iso
+
+RawVariables = dict[str, msgspec.Raw]
+#: A checker turns one raw variable into the argument value, or returns FALLBACK.
+Checker = Callable[[msgspec.Raw], Any]
+FALLBACK: Any = object()
+
+_NULL = b"null"
+_EMPTY_LIST = b"[]"
+_str = msgspec.json.Decoder(str | None)
+_str_list = msgspec.json.Decoder(list[str] | None)
+_float = msgspec.json.Decoder(float | None)
+_score_type = msgspec.json.Decoder(Literal["HUMAN", "CODE", "AI"] | None)
+_any = msgspec.json.Decoder()
+_SCORE_FIELDS = frozenset(
+    {
+        "id", "name", "type", "value", "label", "comment", "scorer", "tags", "stepId",
+        "datasetExperimentItemId", "createdAt", "updatedAt",
+    }
+)  # fmt: skip
+
+
+def _typed(decoder: msgspec.json.Decoder[Any]) -> Checker:
+    def check(raw: msgspec.Raw) -> Any:
+        try:
+            return decoder.decode(raw)
+        except msgspec.DecodeError:
+            return FALLBACK
+
+    return check
+
+
+_check_str = _typed(_str)
+_check_str_list = _typed(_str_list)
+
+
+def _json_text(raw: msgspec.Raw) -> Any:
+    """Keep a JSON argument as the client's text (msgspec has already validated it)."""
+    text = str(raw, "utf-8")  # type: ignore[call-overload]
+    return None if text == "null" else JsonText(text)
+
+
+def _tags_text(raw: msgspec.Raw) -> Any:
+    """``[String!]`` kept as text once it is known to be a list of strings."""
+    value = _check_str_list(raw)
+    if value is FALLBACK or value is None:
+        return value
+    return JsonText(str(raw, "utf-8"))  # type: ignore[call-overload]
+
+
+def _input_object(type_: GraphQLInputType) -> Checker:
+    def check(raw: msgspec.Raw) -> Any:
+        if bytes(raw) == _EMPTY_LIST:
+            return []
+        try:
+            value = _any.decode(raw)
+            return None if value is None else coerce_input_value(value, type_)
+        except (msgspec.DecodeError, GraphQLError):
+            return FALLBACK
+
+    return check
+
+
+def decode_variables(raw: RawVariables) -> dict[str, Any]:
+    """Fully decode raw variables (for the general path)."""
+    return {name: _any.decode(value) for name, value in raw.items()}
+
+
+@dataclass(slots=True)
+class _Field:
+    key: str  # response key (alias)
+    args: list[tuple[str, str, Checker]]  # (argument, variable, checker)
+    selected: list[str]
+
+
+@dataclass(slots=True)
+class Plan:
+    """A recognised batch document: its root fields, each fed only by variables."""
+
+    root: str  # "ingestStep" or "createScore"
+    fields: list[_Field]
+    required: frozenset[str]  # variables declared non-null
+
+
+def _checker_for(root: str, arg: str, type_: Any) -> Checker:
+    if root == "ingestStep" and arg in ("input", "output", "metadata"):
+        return _json_text
+    if root == "ingestStep" and arg == "tags":
+        return _tags_text
+    if arg == "tags":
+        return _check_str_list
+    if root == "createScore" and arg == "value":
+        return _typed(_float)
+    if root == "createScore" and arg == "type":
+        return _typed(_score_type)
+    named = getattr(type_, "of_type", type_)
+    if getattr(named, "name", "") in ("String", "DateTime", "StepType"):
+        return _check_str
+    return _input_object(type_)
+
+
+def make_plan(schema: GraphQLSchema, document: DocumentNode) -> Plan | None:
+    """The plan of a validated document, or ``None`` when it is not a recognised batch."""
+    if len(document.definitions) != 1:
+        return None
+    op = document.definitions[0]
+    if not isinstance(op, OperationDefinitionNode) or op.operation != OperationType.MUTATION:
+        return None
+    if op.directives:
+        return None
+    required: set[str] = set()
+    for definition in op.variable_definitions or ():
+        if definition.default_value is not None or definition.directives:
+            return None
+        if isinstance(definition.type, NonNullTypeNode):
+            required.add(definition.variable.name.value)
+    mutation = schema.mutation_type
+    assert mutation is not None
+    root_name: str | None = None
+    fields: list[_Field] = []
+    for selection in op.selection_set.selections:
+        if not isinstance(selection, FieldNode) or selection.directives:
+            return None
+        name = selection.name.value
+        if name not in ("ingestStep", "createScore") or (root_name and name != root_name):
+            return None
+        root_name = name
+        arg_defs = mutation.fields[name].args
+        args: list[tuple[str, str, Checker]] = []
+        for arg in selection.arguments or ():
+            if not isinstance(arg.value, VariableNode):
+                return None
+            checker = _checker_for(name, arg.name.value, arg_defs[arg.name.value].type)
+            args.append((arg.name.value, arg.value.name.value, checker))
+        allowed = {"ok", "message"} if name == "ingestStep" else _SCORE_FIELDS
+        selected = _selected(selection, allowed)
+        if selected is None:
+            return None
+        key = selection.alias.value if selection.alias else name
+        fields.append(_Field(key, args, selected))
+    if root_name is None:
+        return None
+    return Plan(root_name, fields, frozenset(required))
+
+
+def _selected(selection: FieldNode, allowed: frozenset[str] | set[str]) -> list[str] | None:
+    out: list[str] = []
+    for sub in selection.selection_set.selections if selection.selection_set else ():
+        if (
+            not isinstance(sub, FieldNode)
+            or sub.alias
+            or sub.arguments
+            or sub.directives
+            or sub.selection_set
+            or sub.name.value not in allowed
+        ):
+            return None
+        out.append(sub.name.value)
+    return out
+
+
+def _arguments(plan: Plan, variables: RawVariables) -> list[dict[str, Any]] | None:
+    for name in plan.required:
+        raw = variables.get(name)
+        if raw is None or bytes(raw) == _NULL:
+            return None
+    rows: list[dict[str, Any]] = []
+    get = variables.get
+    for fld in plan.fields:
+        args: dict[str, Any] = {}
+        for arg, var, check in fld.args:
+            raw = get(var)
+            if raw is None:
+                continue  # absent variable: absent argument
+            value = check(raw)
+            if value is FALLBACK:
+                return None
+            args[arg] = value
+        rows.append(args)
+    return rows
+
+
+def run_plan(plan: Plan, variables: RawVariables, ctx: RequestContext) -> dict[str, Any] | None:
+    """Answer a planned request, or ``None`` to let graphql-core answer it."""
+    rows = _arguments(plan, variables)
+    if rows is None:
+        return None
+    if plan.root == "ingestStep":
+        return _ingest(plan, rows, ctx)
+    return _scores(plan, rows, ctx)
+
+
+def _ingest(plan: Plan, rows: list[dict[str, Any]], ctx: RequestContext) -> dict[str, Any]:
+    batch = ingest_batch(rows, ctx.environment)
+    ctx.storage.write(batch.writes())
+    data: dict[str, Any] = {}
+    for fld, error in zip(plan.fields, batch.errors, strict=True):
+        result = {"ok": error is None, "message": error}
+        data[fld.key] = {k: result[k] for k in fld.selected}
+    return {"data": data}
+
+
+def _scores(plan: Plan, rows: list[dict[str, Any]], ctx: RequestContext) -> dict[str, Any]:
+    now = now_iso()
+    records: list[Record] = [
+        {**args, "id": str(uuid.uuid4()), "createdAt": now, "updatedAt": now} for args in rows
+    ]
+    ctx.storage.write([Write("score", records)])
+    data: dict[str, Any] = {}
+    for fld, record in zip(plan.fields, records, strict=True):
+        data[fld.key] = {k: record.get(k) for k in fld.selected}
+    return {"data": data}
