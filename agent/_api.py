@@ -20,7 +20,15 @@ Deliberate differences from the reference, all in the direction of fewer surpris
 * Bad input (``get_user()`` without id/identifier, NaN scores, unknown step types...) raises
   ``ValueError``/``TypeError`` before any request; failures raise ``LiteralError``
   subclasses whose messages never contain the API key.
-* ``create_experiment_item`` sends no ``CreateScores`` request when there are no scores.
+* ``create_experiment_item`` sends no ``CreateScores`` request when there are no scores,
+  and checks score values in both twins.
+* ``get_dataset_item`` returns None for an unknown id (the reference crashes); a ``null``
+  prompt from ``get_prompt`` raises ``LiteralError`` ("Prompt not found", before the cache
+  fallback) instead of ``AttributeError``; answers of the wrong shape raise ``LiteralError``.
+* ``upload_file`` sends ``threadId`` only when given, in both twins (the async reference
+  always sends it, possibly ``null``).
+* ``make_gql_call`` / ``gql_helper``: ``timeout=None`` means the client's configured timeout
+  (the reference's sync twin waits forever).
 """
 
 # ruff: noqa: PLR0917, ASYNC109  (positional parameters and `timeout` arguments mirror the reference API)

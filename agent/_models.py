@@ -241,12 +241,20 @@ class PromptLineage(TypedDict, total=False):
 # --------------------------------------------------------------------------- base class
 
 
+def _readable(value: Any) -> str:
+    """``to_dict`` never fails: a value JSON cannot carry becomes its ``str()``."""
+    try:
+        return str(value)
+    except Exception:  # a broken __str__ must not break telemetry
+        return f"<unprintable {type(value).__name__}>"
+
+
 class _Wire(msgspec.Struct, kw_only=True, rename="camel", repr_omit_defaults=True):
     """Base of every wire object: camelCase on the wire, keyword-only construction."""
 
     def to_dict(self) -> dict[str, Any]:
         """The object as the JSON-ready dict sent on the wire."""
-        out: dict[str, Any] = msgspec.to_builtins(self)
+        out: dict[str, Any] = msgspec.to_builtins(self, enc_hook=_readable)
         return out
 
     @classmethod
@@ -405,7 +413,7 @@ class Step(_Wire, dict=True):
 
     def to_dict(self) -> dict[str, Any]:
         """The ingest form: every field but ``environment`` and ``createdAt``."""
-        out = msgspec.to_builtins(self)
+        out = msgspec.to_builtins(self, enc_hook=_readable)
         out.pop("environment", None)
         out.pop("createdAt", None)
         return out  # type: ignore[no-any-return]
@@ -444,7 +452,7 @@ class Thread(_Wire):
     participant_identifier: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        out = msgspec.to_builtins(self)
+        out = msgspec.to_builtins(self, enc_hook=_readable)
         participant_id = out.pop("participantId", None)
         identifier = out.pop("participantIdentifier", None)
         out["participant"] = (

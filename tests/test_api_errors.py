@@ -464,3 +464,11 @@ async def test_headers_and_keep_alive(
     assert lower[2]["x-env"] == "experiment" and p3 == "/api/my-project"
     assert json.loads(b3) == {"x": 1}
     assert port1 == port2  # keep-alive: the second call reused the connection
+
+
+def test_to_dict_never_fails_on_unserialisable_values() -> None:
+    """Step.to_dict (used by other components) turns unknown values into strings too."""
+    step = Step(id="s", input={"obj": Opaque(), "broken": Broken()}, metadata={"o": Opaque()})
+    out = step.to_dict()
+    assert out["input"] == {"obj": "<opaque 42>", "broken": "<unprintable Broken>"}
+    assert out["metadata"] == {"o": "<opaque 42>"}
