@@ -121,12 +121,13 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 def open_storage(settings: CollectorSettings) -> Any:
-    """The storage named by the settings (SQLite in the data dir; PostgreSQL later)."""
-    if settings.database_url:
-        raise SystemExit("literal-agent collector: database_url is not supported yet (SQLite only)")
-    from agent.collector._sqlite import open_sqlite
+    """The storage named by ``database_url`` (default: SQLite file in the data dir)."""
+    from agent.collector._backends import open_storage as open_backend
 
-    return open_sqlite(settings.data_dir)
+    try:
+        return open_backend(settings.database_url, settings.data_dir)
+    except ValueError as exc:
+        raise SystemExit(f"literal-agent collector: {exc}") from None
 
 
 def make_server(app: Any, on_ready: Callable[[], None] | None = None) -> Any:
