@@ -20,13 +20,16 @@ The database URL may carry a password; it never appears in errors or logs (see
 
 from __future__ import annotations
 
+import random
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import psycopg
+import structlog
 from psycopg.types.string import TextLoader
 from psycopg_pool import ConnectionPool
 
@@ -49,6 +52,10 @@ from agent.collector._timefmt import now_iso
 
 #: Seconds to wait for the first connection when opening the storage.
 CONNECT_TIMEOUT = 10.0
+#: Attempts of one write when PostgreSQL aborts it for a deadlock or serialization failure.
+WRITE_ATTEMPTS = 5
+
+log = structlog.get_logger(__name__)
 
 
 def redact_url(url: str) -> str:
@@ -158,6 +165,8 @@ class PostgresStorage:
         self._secrets = url_secrets(url)
         self._tables = {name: _Table(name, cols) for name, cols in KINDS.items()}
         self._closed = threading.Event()
+        #: Writes redone after a deadlock / serialization failure (for tests and metrics).
+        self.retried_writes = 0
         try:
             with psycopg.connect(url, connect_timeout=int(CONNECT_TIMEOUT)) as conn:
                 _configure(conn)
@@ -306,19 +315,37 @@ class PostgresStorage:
         return Page(items, cursors, total, has_next=more, has_previous=cursor is not None)
 
     def write(self, writes: Sequence[Write]) -> None:
-        groups = [g for g in writes if g.records]
-        if not groups:
-            return
         now = now_iso()
-        with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
-            for group in groups:
-                table = self._tables[group.kind]
-                if group.mode == "delete":
-                    ids = list(dict.fromkeys(r["id"] for r in group.records))
-                    cur.execute(table.delete, (ids,))
-                    continue
+        prepared: list[tuple[str, list[Any], bool]] = []
+        for group in writes:
+            if not group.records:
+                continue
+            table = self._tables[group.kind]
+            if group.mode == "delete":
+                ids = list(dict.fromkeys(r["id"] for r in group.records))
+                prepared.append((table.delete, [ids], False))
+            else:
                 sql = table.merge if group.mode == "merge" else table.insert_missing
-                cur.executemany(sql, [table.params(r, now) for r in group.records])
+                prepared.append((sql, [table.params(r, now) for r in group.records], True))
+        if not prepared:
+            return
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
+                    for sql, rows, many in prepared:
+                        if many:
+                            cur.executemany(sql, rows)
+                        else:
+                            cur.execute(sql, rows)
+                return
+            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
+                # Two writers upserting overlapping rows in opposite orders: PostgreSQL
+                # aborts one transaction; it rolled back whole, so it is safe to redo.
+                if attempt == WRITE_ATTEMPTS:
+                    raise
+                self.retried_writes += 1
+                log.info("postgres write retried", attempt=attempt, reason=type(exc).__name__)
+                time.sleep(random.uniform(0, 0.02 * 2**attempt))
 
     def close(self) -> None:
         if not self._closed.is_set():
