@@ -92,6 +92,10 @@ class SpanLike(Protocol):
     def special(self) -> bool:
         """Whether any attribute key is ``literal.*``, ``gen_ai.*`` or ``traceloop.*``."""
         ...
+    @property
+    def plain(self) -> bool:
+        """No special attribute, no event, no status, kind ``INTERNAL``: the fast path."""
+        ...
 
 
 def is_special_key(key: str) -> bool:
@@ -131,6 +135,24 @@ def to_step(  # noqa: PLR0917 - positional on the tracer's hot path
     """Map a finished span to a step (see the table in :mod:`agent.trace`)."""
     attributes = span.attributes
     start_time, end_time = iso_pair(span.start_ns, span.end_ns)
+    if span.plain and error is None:
+        # Fastest path: plain attributes become the metadata as they are (the tracer's own
+        # spans hand over their dict, which is frozen once the span has ended).
+        step = Step(
+            id=step_id,
+            name=span.name,
+            type=_RUN if is_local_root else _UNDEFINED,
+            start_time=start_time,
+            end_time=end_time,
+            metadata=attributes if type(attributes) is dict else dict(attributes),
+        )
+        if parent_id is not None:
+            step.parent_id = parent_id
+        if root_run_id is not None:
+            step.root_run_id = root_run_id
+        if thread_id is not None:
+            step.thread_id = thread_id
+        return step
     if error is None and span.status_value == _STATUS_ERROR:
         error = span.status_description or "Unknown error"
     events = span.events
@@ -142,24 +164,18 @@ def to_step(  # noqa: PLR0917 - positional on the tracer's hot path
             metadata["otel.span_kind"] = _KIND_NAMES.get(span.kind_value, "internal")
         if events:
             metadata["otel.events"] = _events(events)
-        step = Step(
+        return Step(
             id=step_id,
             name=span.name,
             type=_RUN if is_local_root else _UNDEFINED,
+            thread_id=thread_id,
+            parent_id=parent_id,
+            root_run_id=root_run_id,
             start_time=start_time,
             end_time=end_time,
+            error=error,
             metadata=metadata,
         )
-        # only what is set: fewer keyword arguments on the hot path
-        if parent_id is not None:
-            step.parent_id = parent_id
-        if root_run_id is not None:
-            step.root_run_id = root_run_id
-        if thread_id is not None:
-            step.thread_id = thread_id
-        if error is not None:
-            step.error = error
-        return step
     return _special_step(
         span,
         attributes,

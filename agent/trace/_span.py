@@ -109,9 +109,10 @@ class Span:
     _parent_context: SpanContext | None = None
     _error: str | None = None
     _step_id: str | None = None
-    _hook_parent_id: str | None = None
-    _hook_thread_id: str | None = None
-    _hook_root_id: str | None = None
+    # (parent step id, thread id, root run id) of the hook context a root span started in
+    _hook: tuple[str | None, str | None, str | None] | None = None
+    # nothing but plain attributes so far (no literal./gen_ai. keys, events, status, kind)
+    plain: bool = True
     _status: Status
     links: Sequence[Link] | None = None
     kind_value: int = 0
@@ -152,6 +153,7 @@ class Span:
             self._parent_context = parent_context
         if kind is not _INTERNAL:
             self.kind_value = kind.value
+            self.plain = False
         if links:
             self.links = links
         self.start_ns = start_time if start_time is not None else time.time_ns()
@@ -185,6 +187,7 @@ class Span:
         self.attributes[key] = value
         if not self.special and is_special_key(key):
             self.special = True
+            self.plain = False
 
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
         if self._ended:
@@ -219,6 +222,7 @@ class Span:
             events.append(event)
         else:
             self.events = [event]
+            self.plain = False
 
     def add_link(self, context: SpanContext, attributes: Attributes = None) -> None:
         """Accepted for compatibility; links are not sent to Literal."""
@@ -245,6 +249,7 @@ class Span:
             return
         self._status = status
         self.status_value = status.status_code.value
+        self.plain = False
         self.status_description = status.description
 
     def record_exception(
@@ -400,14 +405,15 @@ class Span:
             return str(value)
         if self._parent is not None:
             return self._parent.thread_id
-        return self._hook_thread_id
+        return self._hook[1] if self._hook is not None else None
 
     @property
     def children_root_id(self) -> str:
         """The root run id this span's children get: its own root run, or itself."""
         if self._parent is not None:
             return self._parent.children_root_id
-        return self._hook_root_id or self.step_id
+        hook = self._hook
+        return (hook[2] if hook is not None else None) or self.step_id
 
 
 class NonRecordingSpan:

@@ -285,11 +285,13 @@ class Tracer:
                 steps, thread, root = state_var.get()
                 if steps:
                     step = steps[-1]
-                    span._hook_parent_id = step.id
-                    span._hook_thread_id = step.thread_id or (thread.id if thread else None)
-                    span._hook_root_id = step.root_run_id or (root.id if root else None)
+                    span._hook = (
+                        step.id,
+                        step.thread_id or (thread.id if thread else None),
+                        step.root_run_id or (root.id if root else None),
+                    )
                 elif thread is not None:
-                    span._hook_thread_id = thread.id
+                    span._hook = (None, thread.id, None)
             return span
         except Exception as exc:
             TRACE_STATS.count("span_start_failed", error=repr(exc))
@@ -356,6 +358,7 @@ class TracerProvider:
     def _on_end(self, span: Span) -> None:
         try:
             parent = span._parent
+            thread_id: str | None = None
             if parent is not None:
                 parent_id: str | None = parent.step_id
                 root_id: str | None = parent.children_root_id
@@ -365,17 +368,17 @@ class TracerProvider:
                 root_id = None
                 is_local_root = False
             else:
-                parent_id = span._hook_parent_id
-                root_id = span._hook_root_id
-                is_local_root = parent_id is None
+                hook = span._hook
+                if hook is None:
+                    parent_id = root_id = thread_id = None
+                    is_local_root = True
+                else:
+                    parent_id, thread_id, root_id = hook
+                    is_local_root = parent_id is None
+            if parent is not None:
+                thread_id = parent.thread_id
             step = to_step(
-                span,
-                span._step_id or span.step_id,
-                parent_id,
-                root_id,
-                parent.thread_id if parent is not None else span._hook_thread_id,
-                is_local_root,
-                span._error,
+                span, span.step_id, parent_id, root_id, thread_id, is_local_root, span._error
             )
         except Exception as exc:
             TRACE_STATS.count("span_mapping_failed", error=repr(exc))

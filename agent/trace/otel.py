@@ -64,6 +64,7 @@ class _ReadableAdapter:
         "events",
         "kind_value",
         "name",
+        "plain",
         "special",
         "start_ns",
         "status_description",
@@ -83,6 +84,7 @@ class _ReadableAdapter:
         self.events: Sequence[tuple[str, int, Mapping[str, Any]]] = [
             (e.name, e.timestamp or self.start_ns, dict(e.attributes or {})) for e in span.events
         ]
+        self.plain = not (self.special or self.events or self.kind_value or self.status_value)
 
 
 def _first_exception(span: ReadableSpan) -> str | None:
