@@ -308,7 +308,10 @@ def test_flush_with_backend_down_spools_by_deadline(
 ) -> None:
     """Backend unreachable: flush returns by its deadline, everything is in the spool;
     the next pipeline on the same spool delivers it all."""
-    p = make(f"http://127.0.0.1:{dead_port()}")
+    p = make(
+        f"http://127.0.0.1:{dead_port()}",
+        retry=RetryPolicy(initial_backoff=0.02, max_backoff=0.05, jitter=0.0, deadline=0.2),
+    )
     ids = [str(uuid.uuid4()) for _ in range(1000)]
     for i in ids:
         p.enqueue({"id": i, "name": "later"})

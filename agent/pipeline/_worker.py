@@ -101,7 +101,7 @@ class Worker:
         self.spool: Spool | None = None
         self.spool_error: str | None = None
         self.backend_up = True
-        self._confirmed = False  # backend_up was seen, not assumed
+        self._assumed_up = False  # backend_up assumed after an outage, not yet seen
         self._down_since = 0.0
         self.markers: list[FlushMarker] = []  # active flushes (any thread; markers_lock)
         self.markers_lock = threading.Lock()
@@ -416,8 +416,9 @@ class Worker:
         if n:
             self.counters.sent += n
             self.counters.batches += 1
-            if not self._confirmed:
-                self._confirmed = True
+            if self._assumed_up:
+                self._assumed_up = False
+                self.backend_up = False
             if not self.backend_up:
                 self._set_up()
 
@@ -537,7 +538,7 @@ class Worker:
         if isinstance(exc, _Hurried) or not self.backend_up:
             return
         self.backend_up = False
-        self._confirmed = True
+        self._assumed_up = False
         self._down_since = time.monotonic()
         log.warning(
             "pipeline.backend_down",
@@ -573,10 +574,13 @@ class Worker:
                     return
                 spool = self.spool
                 if spool is None or not len(spool):
-                    self.backend_up = True  # nothing to prove it with: assume, see next send
-                    self._confirmed = False
-                    self._set_wake()
-                    return
+                    if spool is None or self._idle():
+                        # nothing to prove it with: assume up, the next send will tell
+                        self.backend_up = True
+                        self._assumed_up = True
+                        self._set_wake()
+                        return
+                    continue  # what is in flight is about to be spilled: probe with it
                 await self._replay_one(probe=True)
         finally:
             self._probe_running = False
