@@ -672,7 +672,19 @@ class StepContextManager:
         return opened[_STEP] if opened is not None else Step(name=self._spec.name)
 
     def _exit(self, exc: BaseException | None) -> None:
-        opened = self._opened.pop() if self._opened else None
+        # One manager may be entered by several tasks at once: close the entry whose step
+        # is current in *this* context (else the latest one).
+        stack = self._opened
+        if not stack:
+            return
+        current = get_current_step()
+        index = len(stack) - 1
+        for i in range(len(stack) - 1, -1, -1):
+            entry = stack[i]
+            if entry is not None and entry[_STEP] is current:
+                index = i
+                break
+        opened = stack.pop(index)
         if opened is not None:
             self._client._close_step(opened, exc, None, False)
 
@@ -754,13 +766,18 @@ class ThreadContextManager:
         return thread if thread is not None else Thread(id=self._thread_id or "")
 
     def _exit(self) -> None:
-        if not self._saved:
+        saved = self._saved
+        if not saved:
             return
-        previous, thread = self._saved.pop()
-        current = set_thread(previous)
-        if current is not None and current is thread:
-            self._client._enqueue_thread(current)
-        elif thread is not None:
+        current = get_current_thread()
+        index = len(saved) - 1
+        for i in range(len(saved) - 1, -1, -1):
+            if saved[i][1] is current:
+                index = i
+                break
+        previous, thread = saved.pop(index)
+        set_thread(previous)
+        if thread is not None:  # changes made inside the block (tags...) are sent too
             self._client._enqueue_thread(thread)
 
     def __enter__(self) -> Thread:

@@ -477,3 +477,45 @@ def test_reset_context_to_sync_and_flush_and_stop(sink: MemorySink) -> None:
     assert sync.flush(timeout=2) == FlushResult(delivered=1)
     client.flush_and_stop()
     assert sink.closed
+
+
+@pytest.mark.anyio
+async def test_one_context_manager_entered_by_concurrent_tasks(sink: MemorySink) -> None:
+    """A shared ``client.step(...)``/``client.thread(...)`` object serves each task its own."""
+    client = AsyncLiteralClient(api_key="unused", sink=sink)
+    shared_step = client.step(name="shared")
+    shared_thread = client.thread(name="shared thread")
+    first_in = asyncio.Event()
+    second_in = asyncio.Event()
+
+    async def first() -> tuple[str, str]:
+        async with shared_thread as thread, shared_step as step:
+            first_in.set()
+            await second_in.wait()
+        return thread.id, step.id
+
+    async def second() -> tuple[str, str]:
+        await first_in.wait()
+        async with shared_thread as thread, shared_step as step:
+            second_in.set()
+            await asyncio.sleep(0.01)  # exits after the first task
+            assert client.get_current_step() is step
+        return thread.id, step.id
+
+    (t1, s1), (t2, s2) = await asyncio.gather(first(), second())
+    steps = {s.id: s for s in sink.items if isinstance(s, Step)}
+    assert steps[s1].thread_id == t1 and steps[s2].thread_id == t2 and t1 != t2
+    assert steps[s1].end_time is not None and steps[s2].end_time is not None
+    assert sum(isinstance(i, Thread) for i in sink.items) == 2
+
+
+def test_api_clients_are_ours_and_lazy(sink: MemorySink) -> None:
+    """``client.api`` is the agent's API client (sync or async), built on first access."""
+    from agent._api import AsyncLiteralAPI, LiteralAPI
+
+    sync = LiteralClient(api_key="k", url="http://127.0.0.1:9", sink=sink)
+    assert sync._api is None
+    assert isinstance(sync.api, LiteralAPI) and sync.api is sync.api
+    async_client = AsyncLiteralClient(api_key="k", url="http://127.0.0.1:9", sink=sink)
+    assert isinstance(async_client.api, AsyncLiteralAPI)
+    assert isinstance(async_client.to_sync().api, LiteralAPI)

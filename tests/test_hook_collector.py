@@ -18,7 +18,7 @@ import pytest
 from literalai.api import LiteralAPI as ReferenceAPI
 
 from agent._client import AsyncLiteralClient, LiteralClient
-from agent._models import ChatGeneration
+from agent._models import Attachment, ChatGeneration
 from agent.testing import CollectorThread
 
 
@@ -160,3 +160,33 @@ async def test_async_client_end_to_end(collector: CollectorThread) -> None:
     assert steps["retrieve"].parent_id == run_id and steps["retrieve"].type == "retrieval"
     assert steps["retrieve"].output == {"content": [0, 1]}
     assert root_run_ids(collector, [steps["retrieve"].id]) == {steps["retrieve"].id: run_id}
+
+
+def test_preprocess_and_attachments_reach_the_collector(collector: CollectorThread) -> None:
+    """The preprocessing hook runs before sending; attachments travel with their step."""
+
+    def redact(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for step in steps:
+            if step.get("input"):
+                step["input"] = {"redacted": True}
+        return steps
+
+    client = LiteralClient(api_key=collector.api_key, url=collector.url, preprocess=redact)
+    with client.thread(name="files") as thread:
+        with client.step(name="with file", type="tool") as step:
+            step.input = {"password": "hunter2"}
+            step.attachments.append(
+                Attachment(name="report.pdf", mime="application/pdf",
+                           url="https://example.com/report.pdf")
+            )
+    result = client.flush(timeout=20)
+    assert result is not None and not result.timed_out
+    client.flush_and_stop(timeout=5)
+
+    reference = ReferenceAPI(api_key=collector.api_key, url=collector.url)
+    fetched = reference.get_step(id=step.id)
+    assert fetched is not None and fetched.thread_id == thread.id
+    assert fetched.input == {"redacted": True}
+    assert [(a.name, a.mime, a.url) for a in fetched.attachments] == [
+        ("report.pdf", "application/pdf", "https://example.com/report.pdf")
+    ]
