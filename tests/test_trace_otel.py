@@ -275,3 +275,50 @@ def test_agent_trace_app_delivers_to_the_collector(collector: CollectorThread) -
     assert isinstance(chat.generation, object) and chat.generation is not None
     assert chat.generation.provider == "openai" and chat.generation.output_token_count == 7
     assert steps["flaky_tool"].error == "ToolError: tool unavailable"
+
+
+def test_bridge_holds_children_until_their_root_then_bounds_what_it_holds() -> None:
+    """Exported one by one (SimpleSpanProcessor), children wait for the root; the wait is
+    bounded by time, count and force_flush, each release without a root counted."""
+    sink = MemorySink()
+    exporter = LiteralSpanExporter(sink=sink, max_wait=60.0, max_pending=2)
+    provider = SDKTracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("hold")
+    with tracer.start_as_current_span("root", attributes={"literal.thread_id": "th"}):
+        with tracer.start_as_current_span("child"):
+            with tracer.start_as_current_span("grandchild"):
+                pass
+        assert sink.items == []  # held: the root is not known yet
+    steps = {s.name: s for s in sink.items}
+    assert list(steps) == ["root", "grandchild", "child"]
+    assert steps["child"].root_run_id == steps["grandchild"].root_run_id == steps["root"].id
+    assert {s.thread_id for s in steps.values()} == {"th"}
+    assert steps["grandchild"].parent_id == steps["child"].id
+
+    before = trace.stats().get("bridge_root_unknown", 0)
+    sink.items.clear()
+    open_roots = [tracer.start_span(f"open root {i}") for i in range(3)]
+    for i, root in enumerate(open_roots):
+        ctx = otel_trace.set_span_in_context(root)
+        tracer.start_span(f"orphan {i}", context=ctx).end()
+    # max_pending=2: the third held step pushed the oldest trace out
+    assert [s.name for s in sink.items] == ["orphan 0"]
+    assert sink.items[0].root_run_id is None and sink.items[0].parent_id is not None
+    assert exporter.force_flush(1000)
+    assert sorted(s.name for s in sink.items) == ["orphan 0", "orphan 1", "orphan 2"]
+    assert trace.stats().get("bridge_root_unknown", 0) - before == 3
+    for root in open_roots:
+        root.end()  # roots alone: sent at once
+    assert len(sink.items) == 6
+
+    quick = MemorySink()
+    timed = LiteralSpanExporter(sink=quick, max_wait=0.0)
+    provider2 = SDKTracerProvider()
+    provider2.add_span_processor(SimpleSpanProcessor(timed))
+    tracer2 = provider2.get_tracer("timeout")
+    with tracer2.start_as_current_span("slow root"):
+        tracer2.start_span("early child").end()  # held, then released by the deadline
+    assert [s.name for s in quick.items] == ["early child", "slow root"]
+    provider.shutdown()
+    provider2.shutdown()

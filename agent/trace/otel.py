@@ -120,13 +120,15 @@ def span_to_step(
 
 
 class _TraceInfo:
-    __slots__ = ("first_seen", "pending", "root_id", "thread_id")
+    """What the exporter knows of one trace: its root step, its thread, the held steps."""
 
-    def __init__(self) -> None:
+    __slots__ = ("pending", "root_id", "thread_id", "trace_id")
+
+    def __init__(self, trace_id: int) -> None:
+        self.trace_id = trace_id
         self.root_id: str | None = None
         self.thread_id: str | None = None
         self.pending: list[Step] = []
-        self.first_seen = time.monotonic()
 
 
 class LiteralSpanExporter(SpanExporter):  # type: ignore[misc]
@@ -155,7 +157,10 @@ class LiteralSpanExporter(SpanExporter):  # type: ignore[misc]
         self._max_pending = max_pending
         self._max_wait = max_wait
         self._max_traces = max_traces
+        # every trace seen recently (LRU), and those holding steps (oldest first, with the
+        # time they started waiting)
         self._traces: OrderedDict[int, _TraceInfo] = OrderedDict()
+        self._waiting: OrderedDict[int, float] = OrderedDict()
         self._pending = 0
         self._lock = threading.Lock()
 
@@ -181,7 +186,7 @@ class LiteralSpanExporter(SpanExporter):  # type: ignore[misc]
                     continue
                 info = traces.get(context.trace_id)
                 if info is None:
-                    info = traces[context.trace_id] = _TraceInfo()
+                    info = traces[context.trace_id] = _TraceInfo(context.trace_id)
                 else:
                     traces.move_to_end(context.trace_id)
                 thread = literal_attribute(span.attributes or {}, ATTR_THREAD_ID)
@@ -204,6 +209,8 @@ class LiteralSpanExporter(SpanExporter):  # type: ignore[misc]
                 if info.root_id is None and not _is_local_root(span):
                     info.pending.append(step)
                     self._pending += 1
+                    if info.trace_id not in self._waiting:
+                        self._waiting[info.trace_id] = time.monotonic()
                 else:
                     ready.append(step)
             for info in touched:
@@ -213,6 +220,7 @@ class LiteralSpanExporter(SpanExporter):  # type: ignore[misc]
 
     def _release(self, info: _TraceInfo, *, root_known: bool = True) -> list[Step]:
         steps, info.pending = info.pending, []
+        self._waiting.pop(info.trace_id, None)
         self._pending -= len(steps)
         for step in steps:
             if step.root_run_id is None and info.root_id is not None:
@@ -224,27 +232,26 @@ class LiteralSpanExporter(SpanExporter):  # type: ignore[misc]
         return steps
 
     def _evict(self) -> list[Step]:
+        """Release steps held too long or beyond ``max_pending``; forget old traces."""
         out: list[Step] = []
-        traces = self._traces
+        traces, waiting = self._traces, self._waiting
         deadline = time.monotonic() - self._max_wait
-        while traces and (
-            len(traces) > self._max_traces or self._pending > self._max_pending
-        ):
-            _, info = traces.popitem(last=False)
-            out.extend(self._release(info, root_known=False))
-        for info in traces.values():
-            if info.first_seen >= deadline:
+        while waiting:
+            trace_id, since = next(iter(waiting.items()))
+            if since > deadline and self._pending <= self._max_pending:
                 break
-            if info.pending and info.root_id is None:
-                out.extend(self._release(info, root_known=False))
+            out.extend(self._release(traces[trace_id], root_known=False))
+        while len(traces) > self._max_traces:
+            _, info = traces.popitem(last=False)
+            if info.pending:
+                out.extend(self._release(info, root_known=info.root_id is not None))
         return out
 
     def _release_all(self) -> list[Step]:
         with self._lock:
             out: list[Step] = []
-            for info in self._traces.values():
-                if info.pending:
-                    out.extend(self._release(info, root_known=info.root_id is not None))
+            for trace_id in list(self._waiting):
+                out.extend(self._release(self._traces[trace_id], root_known=False))
             return out
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
