@@ -158,9 +158,9 @@ def test_producer_processes_and_a_shell_feed_one_daemon_into_the_collector(
     daemons.append(daemon.start())
     shell = threading.Thread(target=shell_producer, args=(daemon.socket,))
     shell.start()
-    run_producers(daemon.socket, ["a", "b", "c"], 2000)
+    run_producers(daemon.socket, ["a", "b", "c"], 1000)
     shell.join(30)
-    expected = {f"{p}-{i}" for p in "abc" for i in range(2000)} | {"shell-1", "shell-gen"}
+    expected = {f"{p}-{i}" for p in "abc" for i in range(1000)} | {"shell-1", "shell-gen"}
     wait_stored(fresh_collector, expected)
     wait_stored(fresh_collector, {"shell-thread"}, table="thread")
     wait_stored(fresh_collector, {"shell-score"}, table="score")
@@ -177,7 +177,7 @@ def test_sigterm_drains_spools_the_rest_and_the_next_run_delivers_it(
         dead_url = f"http://127.0.0.1:{probe.getsockname()[1]}"
     first = DaemonProc(tmp_path, dead_url, fresh_collector.api_key)
     daemons.append(first.start())
-    run_producers(first.socket, ["x", "y"], 1500)  # acked = in the daemon's memory
+    run_producers(first.socket, ["x", "y"], 1000)  # acked = in the daemon's memory
     started = time.monotonic()
     assert first.signal(signal.SIGTERM) == 0
     assert time.monotonic() - started < 3 + 5  # drain_timeout + process exit margin
@@ -185,7 +185,7 @@ def test_sigterm_drains_spools_the_rest_and_the_next_run_delivers_it(
     assert report.records > 0 and not report.in_use
     second = DaemonProc(tmp_path, fresh_collector.url, fresh_collector.api_key)
     daemons.append(second.start())
-    wait_stored(fresh_collector, {f"{p}-{i}" for p in "xy" for i in range(1500)})
+    wait_stored(fresh_collector, {f"{p}-{i}" for p in "xy" for i in range(1000)})
     assert second.signal(signal.SIGTERM) == 0
 
 
@@ -250,7 +250,7 @@ def test_disk_mode_sigkill_under_load_loses_no_acknowledged_event(
     producer.start()
     try:
         for _round in range(3):
-            target = producer.count() + 3000
+            target = producer.count() + 1500
             deadline = time.monotonic() + 30
             while producer.count() < target:
                 assert time.monotonic() < deadline, "producer made no progress"
@@ -264,7 +264,7 @@ def test_disk_mode_sigkill_under_load_loses_no_acknowledged_event(
         producer.stop.set()
         producer.join(10)
     acked = set(producer.acked)
-    assert len(acked) >= 9000
+    assert len(acked) >= 4500
     wait_stored(fresh_collector, acked, timeout=60)
     assert daemon.signal(signal.SIGTERM) == 0
 

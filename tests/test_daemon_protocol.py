@@ -130,6 +130,21 @@ def test_socket_created_with_mode_0660_in_a_private_directory(tmp_path: Path) ->
         sock.close()
 
 
+def test_socket_directory_checks(tmp_path: Path) -> None:
+    """A new directory inside a world-writable one is 0700; an open-to-all one is refused."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    sock = bind_unix(shared / "literal-agent-1" / "agent.sock")
+    sock.close()
+    assert stat.S_IMODE((shared / "literal-agent-1").stat().st_mode) == 0o700
+    open_dir = tmp_path / "open"
+    open_dir.mkdir()
+    open_dir.chmod(0o777)
+    with pytest.raises(SocketInUseError, match="writable by anyone"):
+        bind_unix(open_dir / "agent.sock")
+
+
 def test_stale_socket_is_replaced_live_one_and_regular_file_are_not(tmp_path: Path) -> None:
     """A dead socket file is removed; a live socket or a regular file is refused."""
     path = tmp_path / "agent.sock"

@@ -23,13 +23,13 @@ class SocketInUseError(OSError):
 def bind_unix(path: str | os.PathLike[str], mode: int = 0o660, backlog: int = 512) -> socket.socket:
     """Bind and listen on ``path`` with permissions ``mode``.
 
-    The parent directory is created with mode 0750 when missing. A stale socket file (one
-    nobody answers on) is removed; a live one, or a path that is not a socket, is an error.
+    The parent directory is created when missing, mode 0750 (0700 inside a world-writable
+    directory such as ``/tmp``); an existing one must belong to us (or root) and must not be
+    writable by others, so nobody else can swap the socket. A stale socket file (one nobody
+    answers on) is removed; a live one, or a path that is not a socket, is an error.
     """
     target = Path(path)
-    parent = target.parent
-    if not parent.exists():
-        parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+    _prepare_parent(target.parent)
     _remove_stale(target)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old_umask = os.umask(0o777 & ~mode)  # no window where the socket is more open than asked
@@ -43,6 +43,21 @@ def bind_unix(path: str | os.PathLike[str], mode: int = 0o660, backlog: int = 51
     os.chmod(target, mode)
     sock.listen(backlog)
     return sock
+
+
+def _prepare_parent(parent: Path) -> None:
+    if not parent.exists():
+        grand = parent.parent
+        shared = grand.exists() and bool(grand.stat().st_mode & stat.S_IWOTH)
+        mode = 0o700 if shared else 0o750
+        parent.mkdir(mode=mode, parents=True, exist_ok=True)
+        os.chmod(parent, mode)  # mkdir's mode is subject to the umask
+        return
+    info = parent.stat()
+    if info.st_uid not in (os.getuid(), 0):
+        raise SocketInUseError(f"{parent} belongs to another user (uid {info.st_uid})")
+    if info.st_mode & stat.S_IWOTH and not info.st_mode & stat.S_ISVTX:
+        raise SocketInUseError(f"{parent} is writable by anyone; choose a private directory")
 
 
 def _remove_stale(target: Path) -> None:
