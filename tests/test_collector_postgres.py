@@ -401,32 +401,12 @@ def test_writes_in_opposite_orders_survive_deadlocks(pg_url: str, tmp_path: Path
 
 # -- two collector processes on one database --------------------------------------------------
 
-_LAUNCHER = """
-import sys
-from pathlib import Path
-from agent.collector._app import create_app
-from agent.collector._backends import open_storage
-from agent.collector._command import READY_LINE, UPLOAD_DIR, bind_socket, make_server
-url, data_dir, key = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
-storage = open_storage(url, data_dir)
-sock = bind_socket("127.0.0.1", 0)
-app = create_app(storage, api_keys=[key], upload_dir=data_dir / UPLOAD_DIR)
-line = READY_LINE.format(url=f"http://127.0.0.1:{sock.getsockname()[1]}", key_file="-")
-server = make_server(app, on_ready=lambda: print(line, flush=True))
-try:
-    server.run(sockets=[sock])
-finally:
-    storage.close()
-"""
-
-
 class Replica:
     """One ``python -m agent collector`` process (with ``--config``) on 127.0.0.1:0."""
 
-    def __init__(self, config: Path, data_dir: Path, database_url: str) -> None:
+    def __init__(self, config: Path, data_dir: Path) -> None:
         self.config = config
         self.data_dir = data_dir
-        self.database_url = database_url
         self.proc: subprocess.Popen[str] | None = None
         self.port = 0
         self.lines: list[str] = []
@@ -436,14 +416,11 @@ class Replica:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def launch(self, *, cli: bool = True) -> None:
-        """Start the process; ``cli=False`` serves the same app through a small launcher."""
+    def launch(self) -> None:
+        """Start the process (ready line and log lines are collected in ``lines``)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        if cli:
-            argv = [sys.executable, "-m", "agent", "collector", "--port", "0"]
-            argv += ["--config", str(self.config), "--data-dir", str(self.data_dir)]
-        else:
-            argv = [sys.executable, "-c", _LAUNCHER, self.database_url, str(self.data_dir), API_KEY]
+        argv = [sys.executable, "-m", "agent", "collector", "--port", "0"]
+        argv += ["--config", str(self.config), "--data-dir", str(self.data_dir)]
         env = {**os.environ, "LITERAL_AGENT_LOGGING_FORMAT": "json"}
         env.pop("LITERAL_AGENT_CONFIG", None)
         self.proc = subprocess.Popen(
@@ -516,21 +493,12 @@ def test_two_collector_processes_ingest_overlapping_batches(pg_url: str, tmp_pat
     config.write_text(
         f"[collector]\ndatabase_url = {json.dumps(pg_url)}\napi_keys = [{json.dumps(API_KEY)}]\n"
     )
-    replicas = [Replica(config, tmp_path / f"r{n}", pg_url) for n in range(2)]
+    replicas = [Replica(config, tmp_path / f"r{n}") for n in range(2)]
     try:
         for replica in replicas:
             replica.launch()
         ready = [replica.wait_ready() for replica in replicas]
-        if not all(ready):
-            output = "\n".join(replicas[0].lines + replicas[1].lines)
-            if "database_url is not supported yet" not in output:
-                pytest.fail(f"collector did not start:\n{output[-2000:]}")
-            # `literal-agent collector` does not read database_url yet: same app, own launcher.
-            for replica in replicas:
-                replica.stop()
-                replica.lines.clear()
-                replica.launch(cli=False)
-            assert all(replica.wait_ready() for replica in replicas), replicas[0].lines[-20:]
+        assert all(ready), "\n".join(replicas[0].lines + replicas[1].lines)[-2000:]
         batches = _batches(count=8, size=100, overlap=50)
         # every batch goes to both replicas, in opposite orders, all at once
         plan = [(replicas[0], batches), (replicas[1], list(reversed(batches)))]

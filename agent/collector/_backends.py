@@ -24,6 +24,10 @@ ACCEPTED_FORMS = (
 )
 
 
+class StorageOpenError(RuntimeError):
+    """The configured database cannot be reached or prepared (message free of passwords)."""
+
+
 def _scheme(url: str) -> str:
     head, sep, _ = url.partition("://")
     return head.lower() if sep else ""
@@ -63,7 +67,7 @@ def open_storage(database_url: str | None, data_dir: str | Path) -> Storage:
     """Open the storage named by ``database_url`` (see the module docstring).
 
     Raises :class:`ValueError` for an unknown scheme (naming the accepted forms) and
-    :class:`~agent.collector._postgres.PostgresError` when PostgreSQL cannot be reached.
+    :class:`StorageOpenError` when PostgreSQL cannot be reached or migrated.
     """
     from agent.collector._sqlite import SQLiteStorage, open_sqlite
 

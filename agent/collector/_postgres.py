@@ -33,6 +33,7 @@ import structlog
 from psycopg.types.string import TextLoader
 from psycopg_pool import ConnectionPool
 
+from agent.collector._backends import StorageOpenError
 from agent.collector._pg_query import as_text, order_key, where_clauses
 from agent.collector._pg_schema import migrate
 from agent.collector._sqlbase import ColumnType, RowCodec, decode_cursor, encode_cursor, snake
@@ -101,7 +102,7 @@ _ARRAY_TYPES: dict[ColumnType, str] = {
 }
 
 
-class PostgresError(RuntimeError):
+class PostgresError(StorageOpenError):
     """The database cannot be reached or prepared (message free of the URL's password)."""
 
 
