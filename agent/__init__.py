@@ -43,6 +43,7 @@ _EXPORTS: dict[str, str] = {
     "AuthenticationError": "agent._exceptions",
     "BadRequestError": "agent._exceptions",
     "GraphQLError": "agent._exceptions",
+    "HTTPStatusError": "agent._exceptions",
     "LiteralError": "agent._exceptions",
     "RateLimitedError": "agent._exceptions",
     "RequestTooLargeError": "agent._exceptions",
@@ -62,7 +63,50 @@ _EXPORTS: dict[str, str] = {
     "load_config": "agent._config",
 }
 
-__all__ = sorted([*_EXPORTS, "__version__"])
+__all__ = [
+    "AgentConfig",
+    "AsyncLiteralAPI",
+    "AsyncLiteralClient",
+    "Attachment",
+    "AuthenticationError",
+    "BadRequestError",
+    "BaseGeneration",
+    "ChatGeneration",
+    "CompletionGeneration",
+    "ConfigError",
+    "Dataset",
+    "DatasetExperiment",
+    "DatasetExperimentItem",
+    "DatasetItem",
+    "DatasetType",
+    "Environment",
+    "FlushResult",
+    "GenerationMessage",
+    "GenerationType",
+    "GraphQLError",
+    "HTTPStatusError",
+    "LiteralAPI",
+    "LiteralClient",
+    "LiteralError",
+    "PageInfo",
+    "PaginatedResponse",
+    "Pipeline",
+    "PipelineStats",
+    "Prompt",
+    "RateLimitedError",
+    "RequestTooLargeError",
+    "Score",
+    "ScoreType",
+    "ServerError",
+    "Step",
+    "StepType",
+    "Thread",
+    "TransportError",
+    "User",
+    "__version__",
+    "configure_logging",
+    "load_config",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -78,7 +122,7 @@ def __dir__() -> list[str]:
     return __all__
 
 
-if TYPE_CHECKING:  # pragma: no cover
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from agent._api import AsyncLiteralAPI, LiteralAPI
     from agent._client import AsyncLiteralClient, LiteralClient
     from agent._config import AgentConfig, ConfigError, load_config
@@ -86,6 +130,7 @@ if TYPE_CHECKING:  # pragma: no cover
         AuthenticationError,
         BadRequestError,
         GraphQLError,
+        HTTPStatusError,
         LiteralError,
         RateLimitedError,
         RequestTooLargeError,
