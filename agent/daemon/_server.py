@@ -105,6 +105,7 @@ class DaemonServer:
         self.addresses: list[str] = []
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
         self._executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="daemon-io")
 
     # ------------------------------------------------------------------ lifecycle
@@ -126,6 +127,10 @@ class DaemonServer:
             server.close()
         if self._tasks:
             _done, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+            for writer in list(self._writers):
+                writer.transport.abort()  # the handlers see EOF and end on their own
+            if pending:
+                _done, pending = await asyncio.wait(pending, timeout=1.0)
             for task in pending:
                 task.cancel()
             if pending:
@@ -154,6 +159,7 @@ class DaemonServer:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
+        self._writers.add(writer)
         self.counters["connections_accepted"] += 1
         self.active += 1
         try:
@@ -169,6 +175,7 @@ class DaemonServer:
         finally:
             self.active -= 1
             self._tasks.discard(task)
+            self._writers.discard(writer)
             writer.close()
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()
@@ -240,9 +247,14 @@ class _Connection:
             if data and not broken:
                 try:
                     self.writer.write(data)
-                    await self.writer.drain()
+                    async with asyncio.timeout(self.server.settings.idle_timeout):
+                        await self.writer.drain()
                 except (ConnectionError, OSError):
                     broken = True  # keep consuming so the reader never blocks on us
+                except TimeoutError:  # a client that never reads its replies
+                    broken = True
+                    self.counters["write_timeouts"] += 1
+                    self.writer.transport.abort()
 
     def _encode(self, message: msgspec.Struct) -> bytes:
         return encode_frame(message) if self.binary else encode_json_line(message)
