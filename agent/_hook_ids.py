@@ -76,9 +76,10 @@ _prefix_cache: tuple[int, int, str] = (-1, -1, "")
 class SpanIds:
     """Per-process id sources of :mod:`agent.trace` (re-drawn in a forked child).
 
-    Trace ids are 64 random bits per process (high half) + 64 random bits per trace; span
-    ids are 16 random bits per process + a 48-bit counter (unique in the process, hence in
-    every trace it takes part in).
+    Span ids are 16 random bits per process + a 48-bit counter (unique in the process, hence
+    in every trace it takes part in); trace ids are 64 random bits per process (high half) +
+    the counter value of the trace's root span (low half). The tracer keeps the counters and
+    derives the ids only when asked for them.
     """
 
     trace_high: int = _rng.getrandbits(64) << 64
@@ -119,8 +120,17 @@ def iso_from_ns(ns: int) -> str:
 
 
 def iso_pair(start_ns: int, end_ns: int) -> tuple[str, str]:
-    """:func:`iso_from_ns` of two times."""
-    return iso_from_ns(start_ns), iso_from_ns(end_ns)
+    """:func:`iso_from_ns` of two times (inlined: it runs for every span)."""
+    global _ms_cache
+    ms = start_ns // 1_000_000
+    cache = _ms_cache
+    if ms != cache[0]:
+        cache = _ms_cache = (ms, _format_ms(ms))
+    start = cache[1] + _MICROS[(start_ns // 1000) % 1000]
+    ms = end_ns // 1_000_000
+    if ms != cache[0]:
+        cache = _ms_cache = (ms, _format_ms(ms))
+    return start, cache[1] + _MICROS[(end_ns // 1000) % 1000]
 
 
 def iso_now() -> str:

@@ -96,9 +96,9 @@ class Span:
         "_provider",
         "_scope",
         "_seq",
-        "_span_id",
         "_token",
         "_trace_id",
+        "_tseq",
         "attributes",
         "end_ns",
         "name",
@@ -125,7 +125,8 @@ class Span:
         self,
         name: str,
         trace_id: int,
-        span_id: int,
+        tseq: int,
+        seq: int,
         parent: Span | None,
         parent_context: SpanContext | None,
         provider: TracerProvider,
@@ -133,19 +134,22 @@ class Span:
         attributes: Attributes = None,
         links: Sequence[Link] | None = None,
         start_time: int | None = None,
-        seq: int = 0,
     ) -> None:
+        # Ids are kept as counters and derived when asked for (see SpanIds): span id =
+        # span_top | seq; trace id = trace_id if given (remote trace) else trace_high | tseq
+        # (the seq of the trace's root span).
         self.name = name
         self._trace_id = trace_id
-        self._span_id = span_id
+        self._tseq = tseq
         self._seq = seq
         self._parent = parent
         self._provider = provider
         self._kind = kind
         self._ended = False
-        # set by start_as_current_span: (tracer, context, attributes, record_exception,
-        # set_status_on_exception, end_on_exit); the span is then its own context manager
-        self._scope: tuple[Any, ...] | None = None
+        # set by start_as_current_span: the tracer (default arguments) or (tracer, context,
+        # attributes, record_exception, set_status_on_exception, end_on_exit); the span is
+        # then its own context manager
+        self._scope: Tracer | tuple[Any, ...] | None = None
         self._token: Token[Any] | None = None
         self.attributes: dict[str, Any] = {}
         self.end_ns = 0
@@ -165,7 +169,9 @@ class Span:
     def get_span_context(self) -> SpanContext:
         context = self._context
         if context is None:
-            context = self._context = SpanContext(self._trace_id, self._span_id, False, _SAMPLED)
+            context = self._context = SpanContext(
+                self.trace_id_value, SpanIds.span_top | self._seq, False, _SAMPLED
+            )
         return context
 
     def is_recording(self) -> bool:
@@ -322,12 +328,16 @@ class Span:
             except (ValueError, RuntimeError):  # exited in another context
                 old = token.old_value
                 current_span_var.set(None if old is Token.MISSING else old)
+        if type(scope) is tuple:
+            record, set_status, end_on_exit = scope[3], scope[4], scope[5]
+        else:  # the tracer alone: default arguments
+            record = set_status = end_on_exit = True
         if exc is not None and not self._ended:
-            if scope[3]:
+            if record:
                 self.record_exception(exc, escaped=True)
-            if scope[4]:
+            if set_status:
                 self.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
-        if scope[5]:
+        if end_on_exit:
             self.end()
 
     def __call__(self, func: F) -> F:
@@ -335,6 +345,8 @@ class Span:
         scope = self._scope
         if scope is None:
             raise TypeError("only start_as_current_span(...) results decorate functions")
+        if type(scope) is not tuple:
+            scope = (scope, None, None, True, True, True)
         self._ended = True  # the span made at decoration time is never used or sent
         tracer: Tracer = scope[0]
         name, kind, links = self.name, self._kind, self.links
@@ -387,14 +399,20 @@ class Span:
         return self.end_ns or None
 
     @property
+    def trace_id_value(self) -> int:
+        """The 128-bit trace id."""
+        return self._trace_id or (SpanIds.trace_high | self._tseq)
+
+    @property
     def step_id(self) -> str:
         """The id of the step this span becomes (stable, computed once)."""
         step_id = self._step_id
         if step_id is None:
-            seq = self._seq
-            step_id = self._step_id = (
-                _seq_step_id(seq) if seq else span_step_id(self._trace_id, self._span_id)
-            )
+            if self._tseq:
+                step_id = _seq_step_id(self._seq)
+            else:
+                step_id = span_step_id(self._trace_id, SpanIds.span_top | self._seq)
+            self._step_id = step_id
         return step_id
 
     @property
@@ -476,17 +494,19 @@ _UNSET = Status(StatusCode.UNSET)
 Span._status = _UNSET
 
 
+def _step_id_prefix() -> str:
+    """The first 24 characters of the step ids of this process's traces (cached)."""
+    prefix = SpanIds.step_id_prefix = span_step_id(SpanIds.trace_high, SpanIds.span_top)[:24]
+    return prefix
+
+
 def _seq_step_id(seq: int) -> str:
     """The step id of a span whose ids came from :class:`SpanIds` (its counter value ``seq``).
 
     Equal to ``span_step_id(trace_id, span_id)``: the trace id's high half and the span id's
     top 16 bits are the process's, so only the counter is formatted.
     """
-    prefix = SpanIds.step_id_prefix
-    if prefix is None:
-        prefix = span_step_id(SpanIds.trace_high, SpanIds.span_top)[:24]
-        SpanIds.step_id_prefix = prefix
-    return f"{prefix}{seq:012x}"
+    return f"{SpanIds.step_id_prefix or _step_id_prefix()}{seq:012x}"
 
 #: The span returned by ``get_current_span()`` outside any span.
 INVALID_SPAN = NonRecordingSpan(INVALID_SPAN_CONTEXT)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import random
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import Token
@@ -19,6 +18,7 @@ from agent.trace._span import (
     TRACE_STATS,
     NonRecordingSpan,
     Span,
+    _step_id_prefix,
     current_span_var,
 )
 from agent.trace._types import (
@@ -52,7 +52,6 @@ AnySpan = Span | NonRecordingSpan
 
 _CURRENT_SPAN_KEY = "current-span"
 _current_span = current_span_var
-_getrandbits = random.getrandbits
 _MASK48 = 0xFFFF_FFFF_FFFF
 
 
@@ -259,19 +258,20 @@ class Tracer:
             if type(parent) is Span:
                 parent_span = parent
                 trace_id = parent._trace_id
-                local = parent._seq != 0  # the trace id is this process's
+                tseq = parent._tseq
             elif parent is not None and parent.get_span_context().is_valid:
                 parent_context = parent.get_span_context()
                 trace_id = parent_context.trace_id
-                local = False
-            else:
-                trace_id = SpanIds.trace_high | _getrandbits(64)
-                local = True
+                tseq = 0
+            else:  # a new trace: its id derives from its root span's counter
+                trace_id = 0
+                tseq = -1
             seq = next(SpanIds.counter) & _MASK48
             span = Span(
                 name,
                 trace_id,
-                SpanIds.span_top | seq,
+                seq if tseq < 0 else tseq,
+                seq,
                 parent_span,
                 parent_context,
                 provider,
@@ -279,7 +279,6 @@ class Tracer:
                 attributes,
                 links,
                 start_time,
-                seq if local else 0,
             )
             if parent_span is None and parent_context is None:
                 steps, thread, root = state_var.get()
@@ -316,10 +315,19 @@ class Tracer:
         """
         span = self.start_span(name, context, kind, attributes, links, start_time)
         if type(span) is Span:
-            span._scope = (
-                self, context, attributes, record_exception, set_status_on_exception,
-                end_on_exit,
-            )
+            if (
+                context is None
+                and attributes is None
+                and record_exception
+                and set_status_on_exception
+                and end_on_exit
+            ):
+                span._scope = self  # the defaults: no tuple to build
+            else:
+                span._scope = (
+                    self, context, attributes, record_exception, set_status_on_exception,
+                    end_on_exit,
+                )
             return span
         return _CurrentSpanScope(
             self, name, context, kind, attributes, links, start_time, record_exception,
@@ -364,7 +372,7 @@ class TracerProvider:
                 root_id: str | None = parent.children_root_id
                 is_local_root = False
             elif span._parent_context is not None:
-                parent_id = span_step_id(span._trace_id, span._parent_context.span_id)
+                parent_id = span_step_id(span.trace_id_value, span._parent_context.span_id)
                 root_id = None
                 is_local_root = False
             else:
@@ -377,9 +385,14 @@ class TracerProvider:
                     is_local_root = parent_id is None
             if parent is not None:
                 thread_id = parent.thread_id
-            step = to_step(
-                span, span.step_id, parent_id, root_id, thread_id, is_local_root, span._error
-            )
+            step_id = span._step_id
+            if step_id is None:
+                if span._tseq:  # this process's trace: only the span counter to format
+                    prefix = SpanIds.step_id_prefix or _step_id_prefix()
+                    step_id = span._step_id = f"{prefix}{span._seq:012x}"
+                else:
+                    step_id = span.step_id
+            step = to_step(span, step_id, parent_id, root_id, thread_id, is_local_root, span._error)
         except Exception as exc:
             TRACE_STATS.count("span_mapping_failed", error=repr(exc))
             return
