@@ -202,17 +202,24 @@ def _arguments(plan: Plan, variables: RawVariables) -> list[dict[str, Any]] | No
             return None
     rows: list[dict[str, Any]] = []
     get = variables.get
-    for fld in plan.fields:
-        args: dict[str, Any] = {}
-        for arg, var, check in fld.args:
-            raw = get(var)
-            if raw is None:
-                continue  # absent variable: absent argument
-            value = check(raw)
-            if value is FALLBACK:
-                return None
-            args[arg] = value
-        rows.append(args)
+    decode_str = _str.decode
+    try:
+        for fld in plan.fields:
+            args: dict[str, Any] = {}
+            for arg, var, check in fld.args:
+                raw = get(var)
+                if raw is None:
+                    continue  # absent variable: absent argument
+                if check is _check_str:  # the common case, inlined
+                    args[arg] = decode_str(raw)
+                    continue
+                value = check(raw)
+                if value is FALLBACK:
+                    return None
+                args[arg] = value
+            rows.append(args)
+    except msgspec.DecodeError:
+        return None
     return rows
 
 

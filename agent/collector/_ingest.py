@@ -34,18 +34,8 @@ _ID_NAMESPACE = uuid.UUID("9a3c1f0e-4b1d-4c57-9d1e-2f7c1d5b8a10")
 #: Longest id accepted for a step, thread or nested object.
 MAX_ID_LENGTH = 256
 
-#: Scalar ``ingestStep`` arguments stored on the step record as given (after validation).
-STEP_KEYS = (
-    "threadId",
-    "parentId",
-    "rootRunId",
-    "name",
-    "error",
-    "input",
-    "output",
-    "metadata",
-    "tags",
-)
+_ID_KEYS = ("threadId", "parentId", "rootRunId")
+_TIME_KEYS = ("startTime", "endTime")
 
 
 class InvalidValueError(ValueError):
@@ -114,22 +104,43 @@ class IngestBatch:
             self.errors.append(None)
 
     def _add(self, args: dict[str, Any], environment: str) -> None:
+        # ``args`` belongs to the batch from here on: it becomes the step record.
         step_id = check_id("step id", args.get("id"))
         if step_id is None:
             raise InvalidValueError("Invalid step id: must be 1 to 256 characters")
-        thread_id = check_id("threadId", args.get("threadId"))
-        check_id("parentId", args.get("parentId"))
-        check_id("rootRunId", args.get("rootRunId"))
-        step: Record = {
-            "id": step_id,
-            "type": check_step_type(args.get("type")),
-            "startTime": check_time("startTime", args.get("startTime")),
-            "endTime": check_time("endTime", args.get("endTime")),
-            "environment": environment,
-        }
-        for key in STEP_KEYS:
-            step[key] = args.get(key)
-        generation = args.get("generation")
+        get = args.get
+        thread_id = get("threadId")
+        for key in _ID_KEYS:
+            value = get(key)
+            if value is not None and (not value or len(value) > MAX_ID_LENGTH):
+                check_id(key, value)
+        step_type = get("type")
+        if step_type is not None and step_type not in STEP_TYPES:
+            check_step_type(step_type)
+        for key in _TIME_KEYS:
+            value = get(key)
+            if value is not None:
+                args[key] = check_time(key, value)
+        nested = (
+            args.pop("generation", None),
+            args.pop("scores", None),
+            args.pop("attachments", None),
+        )
+        if any(nested):
+            self._add_nested(step_id, thread_id, environment, nested)
+        args["environment"] = environment
+        self.steps.append(args)
+        if thread_id is not None and thread_id not in self.threads:
+            self.threads[thread_id] = {"id": thread_id, "environment": environment}
+
+    def _add_nested(
+        self,
+        step_id: str,
+        thread_id: str | None,
+        environment: str,
+        nested: tuple[Record | None, list[Record] | None, list[Record] | None],
+    ) -> None:
+        generation, scores, attachments = nested
         generations: list[Record] = []
         if generation is not None:
             gen_type = generation.get("type")
@@ -146,15 +157,15 @@ class IngestBatch:
                     "environment": environment,
                 }
             )
-        scores = [
+        new_scores = [
             {
                 **s,
                 "id": check_id("score id", s.get("id")) or derived_id(step_id, "score", i),
                 "stepId": step_id,
             }
-            for i, s in enumerate(args.get("scores") or ())
+            for i, s in enumerate(scores or ())
         ]
-        attachments = [
+        new_attachments = [
             {
                 **a,
                 "id": check_id("attachment id", a.get("id"))
@@ -162,18 +173,18 @@ class IngestBatch:
                 "stepId": step_id,
                 "threadId": a.get("threadId") or thread_id,
             }
-            for i, a in enumerate(args.get("attachments") or ())
+            for i, a in enumerate(attachments or ())
         ]
-        self.steps.append(step)
-        if thread_id is not None and thread_id not in self.threads:
-            self.threads[thread_id] = {"id": thread_id, "environment": environment}
         self.generations += generations
-        self.scores += scores
-        self.attachments += attachments
+        self.scores += new_scores
+        self.attachments += new_attachments
 
 
 def ingest_batch(steps: Sequence[dict[str, Any]], environment: str) -> IngestBatch:
-    """Validate every step of a batch; the result holds the writes and per-step verdicts."""
+    """Validate every step of a batch; the result holds the writes and per-step verdicts.
+
+    The argument dicts are taken over (they become the step records).
+    """
     batch = IngestBatch()
     for args in steps:
         batch.add(args, environment)

@@ -288,7 +288,7 @@ class SQLiteStorage:
             if self._closed:
                 raise StorageError("storage is closed")
             conn = self._connect()
-            conn.execute("PRAGMA cache_size=-8192")
+            conn.execute("PRAGMA cache_size=-2048")  # readers: 2 MiB each
             self._local.conn = conn
             with self._readers_lock:
                 self._readers.append(conn)
