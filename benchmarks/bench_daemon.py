@@ -9,6 +9,8 @@ run against, in the same run:
 
 * ``raw``: a bare asyncio AF_UNIX server that walks the frame headers and answers each
   frame with a constant ack; no decoding: the transport's ceiling on this machine;
+* ``decode``: the raw server plus an untyped ``msgspec.msgpack.decode`` of every frame:
+  the floor for any Python consumer that turns the events into objects;
 * ``intake``: the daemon (``memory`` durability) feeding a real pipeline whose worker is
   not started: the daemon's own cost (read, decode, validate, enqueue) with the queue
   absorbing everything;
@@ -45,7 +47,7 @@ import msgspec
 from agent.daemon._protocol import HEADER, MAGIC, Ack, Batch, StepEvent, encode_frame
 
 RESULTS = Path(__file__).parent / "results" / "daemon.json"
-MODES = ("raw", "intake", "memory", "disk")
+MODES = ("raw", "decode", "intake", "memory", "disk")
 TARGETS = {"memory": 200_000, "disk": 50_000}
 
 
@@ -86,8 +88,9 @@ class _NullExporter:
         return None
 
 
-async def _raw_server(sock: socket.socket, stop: Any) -> None:
+async def _raw_server(sock: socket.socket, stop: Any, decode: bool) -> None:
     ack = encode_frame(Ack(seq=0, accepted=0))
+    unpack = msgspec.msgpack.decode
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         buf = bytearray(await reader.readexactly(len(MAGIC)))
@@ -103,6 +106,8 @@ async def _raw_server(sock: socket.socket, stop: Any) -> None:
                 (size,) = HEADER.unpack_from(buf, pos)
                 if len(buf) - pos - 4 < size:
                     break
+                if decode:
+                    unpack(bytes(buf[pos + 4 : pos + 4 + size]))
                 pos += 4 + size
                 frames += 1
             del buf[:pos]
@@ -130,9 +135,9 @@ def serve(mode: str, path: str, spool_dir: str, ready: Any, stop: Any, out: Any)
 
     configure_logging("console", "warning")
     sock = bind_unix(path)
-    if mode == "raw":
+    if mode in ("raw", "decode"):
         ready.set()
-        asyncio.run(_raw_server(sock, stop))
+        asyncio.run(_raw_server(sock, stop, decode=mode == "decode"))
         out.put({})
         return
     from agent.daemon._backend import PipelineBackend
@@ -362,7 +367,6 @@ def main(argv: list[str]) -> int:
         }
         RESULTS.write_text(json.dumps(payload, indent=2) + "\n")
         print(f"\nwritten to {RESULTS}")
-    _ = msgspec  # the frames above are msgspec-encoded; keep the import explicit
     return 0
 
 
