@@ -116,6 +116,17 @@ def test_ack_mode_resends_what_a_restarted_daemon_never_acknowledged(tmp_path: P
     assert sink.stats()["acked"] >= 1000
 
 
+def test_from_config_uses_the_configured_socket(tmp_path: Path) -> None:
+    """DaemonSink.from_config(cfg) connects where `literal-agent run` listens."""
+    from agent._config import load_config
+
+    path = tmp_path / "cfg.sock"
+    config = load_config(env={"LITERAL_AGENT_DAEMON_SOCKET": str(path)})
+    sink = DaemonSink.from_config(config, flush_interval=0.01)
+    assert sink.address == str(path)
+    sink.shutdown(0.1)
+
+
 def test_tcp_address(tmp_path: Path) -> None:
     """The optional loopback TCP listener speaks the same protocol (tcp:HOST:PORT)."""
     backend = MemoryBackend()

@@ -220,6 +220,15 @@ class DaemonSink:
         self._start()
         _SINKS.add(self)
 
+    @classmethod
+    def from_config(cls, config: Any = None, **kwargs: Any) -> DaemonSink:
+        """A sink for the configured daemon (``[daemon] socket``; ``None``: load_config())."""
+        if config is None:
+            from agent._config import load_config
+
+            config = load_config()
+        return cls(config.daemon.resolved_socket, **kwargs)
+
     # ------------------------------------------------------------------ producer side
 
     def enqueue(self, item: object) -> bool:
