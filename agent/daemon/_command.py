@@ -267,6 +267,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"literal-agent run: {exc}", file=sys.stderr)
         return 2
     configure_logging(config.logging.format, config.logging.level)
+    if config.daemon.durability == "disk" and not config.spool.enabled:
+        print("literal-agent run: durability = disk needs [spool] enabled = true", file=sys.stderr)
+        return 2
     daemon = Daemon(config, config_path=args.config, discard=args.discard)
     try:
         daemon.open_sockets()
