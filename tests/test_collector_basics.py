@@ -106,3 +106,48 @@ def test_process_restart_keeps_port_and_data(tmp_path: Path) -> None:
         proc.start()
         assert proc.port == port
         assert api.get_thread(thread.id).name == "persisted"  # type: ignore[union-attr]
+
+
+def test_command_reads_keys_from_config_file(tmp_path: Path) -> None:
+    """--config: [collector] api_keys are accepted and no key file is created."""
+    config = tmp_path / "collector.toml"
+    config.write_text(f'[collector]\napi_keys = ["cfg-key-1"]\ndata_dir = "{tmp_path / "data"}"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LITERAL_AGENT_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent", "collector", "--port", "0", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        assert line.endswith("(api key file: -)"), line
+        url = line.split(" on ", 1)[1].split(" ", 1)[0]
+        assert LiteralAPI(api_key="cfg-key-1", url=url).get_my_project_id()
+        assert httpx.post(f"{url}/api/my-project", json={}).status_code == 401
+        assert not (tmp_path / "data" / "api_key").exists()
+        assert (tmp_path / "data" / "collector.db").exists()
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    assert "cfg-key-1" not in err
+
+
+def test_every_sdk_method_is_exercised() -> None:
+    """Each public method of LiteralAPI/AsyncLiteralAPI is called by the SDK test modules."""
+    import inspect
+
+    from literalai.api import AsyncLiteralAPI
+
+    here = Path(__file__).parent
+    sync_src = (here / "test_collector_sdk.py").read_text() + (
+        here / "test_collector_queries.py"
+    ).read_text()
+    async_src = (here / "test_collector_sdk_async.py").read_text()
+    for cls, src in ((LiteralAPI, sync_src), (AsyncLiteralAPI, async_src)):
+        names = [n for n, _ in inspect.getmembers(cls, inspect.isfunction) if not n.startswith("_")]
+        missing = [n for n in names if f".{n}(" not in src]
+        assert not missing, f"{cls.__name__} methods never called: {missing}"

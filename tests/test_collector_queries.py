@@ -191,3 +191,21 @@ def test_reingest_is_idempotent(api: LiteralAPI, fresh_collector: CollectorThrea
         headers={"x-api-key": fresh_collector.api_key},
     )
     assert response.json()["data"]["threads"]["totalCount"] == 1
+
+
+def test_participants_order_by(api: LiteralAPI, fresh_collector: CollectorThread) -> None:
+    """participants accepts an orderBy (an extension: the SDK never sends one)."""
+    for name in ("b-user", "a-user", "c-user"):
+        api.create_user(name)
+    query = (
+        "query($o: ParticipantsOrderByInput) { participants(orderBy: $o) "
+        "{ totalCount edges { node { identifier } } } }"
+    )
+    response = httpx.post(
+        f"{fresh_collector.url}/api/graphql",
+        json={"query": query, "variables": {"o": {"column": "identifier", "direction": "ASC"}}},
+        headers={"x-api-key": fresh_collector.api_key},
+    )
+    edges = response.json()["data"]["participants"]["edges"]
+    assert [e["node"]["identifier"] for e in edges] == ["a-user", "b-user", "c-user"]
+    assert [u.identifier for u in api.get_users().data] == ["c-user", "a-user", "b-user"]

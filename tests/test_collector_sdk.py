@@ -286,8 +286,11 @@ def test_datasets_items_experiments(api: LiteralAPI) -> None:
     gen_item = api.add_generation_to_dataset(dataset.id, gen.id, {"x": 1})
     assert gen_item.input == {"messages": [{"role": "user", "content": "q"}]}
     assert gen_item.expected_output == {"role": "assistant", "content": "a"}
+    direct = api.create_dataset_item(dataset.id, {"direct": True})
+    assert direct.dataset_id == dataset.id and direct.expected_output is None
+    assert api.add_step_to_dataset(dataset.id, parent.id, {"again": 1}).metadata == {"again": 1}
     exported = api.get_dataset(id=dataset.id)
-    assert exported is not None and len(exported.items) == 3
+    assert exported is not None and len(exported.items) == 5
     assert api.get_dataset(name=name).id == dataset.id  # type: ignore[union-attr]
     experiment = dataset.create_experiment("exp", params={"temp": 0})
     assert experiment.dataset_id == dataset.id and experiment.params == {"temp": 0}

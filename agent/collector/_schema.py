@@ -24,6 +24,7 @@ input ThreadsInputType      { field: String!  operator: String!  value: Json  pa
 input stepsInputType        { field: String!  operator: String!  value: Json  path: String }
 input scoresInputType       { field: String!  operator: String!  value: Json  path: String }
 input generationsInputType  { field: String!  operator: String!  value: Json  path: String }
+input ParticipantsOrderByInput { column: String!  direction: OrderDirection! }   # not sent by the SDK
 input ThreadsOrderByInput     { column: String!  direction: OrderDirection! }
 input StepsOrderByInput       { column: String!  direction: OrderDirection! }
 input ScoresOrderByInput      { column: String!  direction: OrderDirection! }
@@ -136,6 +137,7 @@ type OperationResult { ok: Boolean!  message: String  errorCode: String }
 
 type Query {
   participants(after: ID, before: ID, cursorAnchor: DateTime, filters: [participantsInputType!],
+               orderBy: ParticipantsOrderByInput,
                first: Int, last: Int, projectId: String): ParticipantConnection!
   participant(id: String, identifier: String): Participant
   threads(after: ID, before: ID, cursorAnchor: DateTime, filters: [ThreadsInputType!],

@@ -130,6 +130,12 @@ _FILTERS: dict[str, dict[str, tuple[str, FieldKind]]] = {
 
 # Orderable columns: wire column -> (SQL expression, is numeric).
 _ORDERS: dict[str, dict[str, tuple[str, bool]]] = {
+    "participant": {
+        "createdAt": ("t.created_at", False),
+        "identifier": ("t.identifier", False),
+        "threadCount": (_FILTERS["participant"]["threadCount"][0], True),
+        "lastEngaged": (_FILTERS["participant"]["lastEngaged"][0], False),
+    },
     "thread": {
         "createdAt": ("t.created_at", False),
         "tokenCount": (
