@@ -260,14 +260,21 @@ def test_sigkill_while_spilling_then_replay(tmp_path: Path, collector: Collector
         "spill-then-hang",
         "2",
     )
-    assert proc.stdout is not None
-    for line in proc.stdout:  # structlog's console output shares stdout
-        if line.startswith("spooled"):
-            break
-    assert line.strip() == "spooled 3000"
-    wait_for(lambda: sum(f.stat().st_size for f in spool.glob("*.spool")) > 3_000_000)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(10)
+    watchdog = threading.Timer(30, proc.kill)  # never leave it spilling forever
+    watchdog.start()
+    try:
+        assert proc.stdout is not None
+        line = ""
+        for line in proc.stdout:  # structlog's console output shares stdout
+            if line.startswith("spooled"):
+                break
+        assert line.strip() == "spooled 3000"
+        wait_for(lambda: sum(f.stat().st_size for f in spool.glob("*.spool")) > 3_000_000)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        watchdog.cancel()
+        proc.kill()
+        proc.wait(10)
     p = replay_into(tmp_path, collector, spool)
     produced = [f"killed-{i}" for i in range(3000)]
     assert stored(collector.data_dir, produced) == set(produced)

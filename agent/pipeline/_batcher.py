@@ -11,6 +11,7 @@ built by concatenating the already encoded events behind an array header.
 from __future__ import annotations
 
 import struct
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,24 @@ Preprocess = Callable[[list[dict[str, Any]]], list[dict[str, Any]] | None]
 
 _encode = msgspec.msgpack.Encoder().encode
 _decoder = msgspec.msgpack.Decoder(list[dict[str, Any]])
+
+
+_SAMPLE_EVERY = 32  # events between two in-memory size samples
+
+
+def deep_sizeof(obj: object, depth: int = 0) -> int:
+    """Approximate memory held by a JSON-like object (dict keys assumed shared)."""
+    size = sys.getsizeof(obj)
+    if depth > 16:
+        return size
+    kind = type(obj)
+    if kind is dict:
+        for value in obj.values():  # type: ignore[attr-defined]
+            size += deep_sizeof(value, depth + 1)
+    elif kind is list or kind is tuple:
+        for value in obj:  # type: ignore[attr-defined]
+            size += deep_sizeof(value, depth + 1)
+    return size
 
 
 def _array_header(n: int) -> bytes:
@@ -92,6 +111,9 @@ class BatchBuilder:
         self._bytes = 0
         self.measured_bytes = 0  # since the last take_measure()
         self.measured_count = 0
+        #: in-memory size of a queued item / its msgpack size (EWMA over samples)
+        self.memory_ratio = 2.0
+        self._until_sample = 0
         self.preprocess_failing = False  # log only when the hook starts failing
 
     def __len__(self) -> int:
@@ -111,6 +133,11 @@ class BatchBuilder:
         size = len(encoded)
         self.measured_bytes += size
         self.measured_count += 1
+        self._until_sample -= 1
+        if self._until_sample <= 0 and size:
+            self._until_sample = _SAMPLE_EVERY
+            ratio = deep_sizeof(item) / size
+            self.memory_ratio = 0.9 * self.memory_ratio + 0.1 * min(16.0, max(0.5, ratio))
         if self._events and self._bytes + size > self.batch_bytes:
             full = self._close(seq - 1)
             self._events.append(event)
@@ -142,7 +169,8 @@ class BatchBuilder:
         return batch
 
     def take_measure(self) -> tuple[int, int]:
-        out = (self.measured_bytes, self.measured_count)
+        """(estimated in-memory bytes, count) of the items added since the last call."""
+        out = (int(self.measured_bytes * self.memory_ratio), self.measured_count)
         self.measured_bytes = self.measured_count = 0
         return out
 

@@ -132,16 +132,20 @@ def _identity(value: Any) -> Any:
 
 
 _json_encode = msgspec.json.Encoder().encode
-_DOCUMENTS: dict[int, str] = {}
+_PREFIXES: dict[int, bytes] = {}
 
 
-def _document(n: int) -> str:
-    doc = _DOCUMENTS.get(n)
-    if doc is None:
+def _prefix(n: int) -> bytes:
+    """``{"query": <AddStep document for n steps>, "variables": `` (JSON, cached per n)."""
+    prefix = _PREFIXES.get(n)
+    if prefix is None:
         from agent._documents import add_steps_document
 
-        doc = _DOCUMENTS[n] = add_steps_document(n)
-    return doc
+        if len(_PREFIXES) > 1024:
+            _PREFIXES.clear()
+        prefix = b'{"query":' + _json_encode(add_steps_document(n)) + b',"variables":'
+        _PREFIXES[n] = prefix
+    return prefix
 
 
 def _steps_body(steps: list[dict[str, Any]]) -> bytes:
@@ -156,4 +160,4 @@ def _steps_body(steps: list[dict[str, Any]]) -> bytes:
                 variables[key + suffix] = {k: v for k, v in value.items() if k != "id"}
             else:
                 variables[key + suffix] = value
-    return _json_encode({"query": _document(len(steps)), "variables": variables})
+    return _prefix(len(steps)) + _json_encode(variables) + b"}"

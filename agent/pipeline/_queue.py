@@ -2,9 +2,10 @@
 
 The hot path (:meth:`EventQueue.put`) is a few attribute reads, one ``deque.append`` and,
 once per full batch, a wake-up of the worker. The queue is bounded by events *and* bytes:
-the worker measures the encoded size of what it takes out and keeps ``limit`` (the event
-count allowed) at ``min(max_events, max_bytes // mean event size)``, so the producer only
-compares ``len(deque)`` with one integer. Counting is free too: the number enqueued is
+the worker measures what it takes out (msgpack size of every event, and the in-memory size
+of one event in 32, so "bytes" means memory held, not wire bytes) and keeps ``limit`` (the
+event count allowed) at ``min(max_events, max_bytes // mean event size)``, so the producer
+only compares ``len(deque)`` with one integer. Counting is free too: the number enqueued is
 what the worker took plus what is still queued.
 
 When the queue is full the overflow policy applies (off the hot path):
