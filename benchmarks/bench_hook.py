@@ -12,8 +12,11 @@ Per-call latency (each call timed alone with ``perf_counter_ns``; warm-up first;
 * ``span (OpenTelemetry SDK)``: the same ``with`` block on an SDK ``TracerProvider`` with a
   ``BatchSpanProcessor`` and a no-op exporter.
 
-Each run measures every variant (interleaved); the table shows the medians over runs of each
-run's p50 and p99, and ratios peer / ours (higher = ours cheaper; target >= 5x).
+Each run measures every variant (interleaved), each starting from drained queues and a
+fresh garbage collection; the table shows the medians over runs of each run's p50 and p99,
+and ratios peer / ours (higher = ours cheaper; target >= 5x). The tail (p99) of every
+variant is dominated by CPython's garbage collector: queued items survive until their worker
+sends them, so young-generation collections land on some calls.
 
     python -m benchmarks hook [--runs 5] [--calls 20000] [--reference-calls 400]
 """
@@ -82,8 +85,11 @@ def percentiles(values: list[int]) -> tuple[float, float]:
                                                                   int(len(ordered) * 0.99))])
 
 
-def build_variants() -> tuple[dict[str, Callable[[], Any]], Callable[[], dict[str, Any]]]:
-    """The four measured callables, plus a function returning side counters."""
+def build_variants() -> tuple[
+    dict[str, Callable[[], Any]], Callable[[], dict[str, Any]], Callable[[], None]
+]:
+    """The four measured callables, a function returning side counters, and ``settle``
+    (drain every queue and collect garbage, so each variant starts from a quiet process)."""
     from literalai import LiteralClient as ReferenceClient
     from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
     from opentelemetry.sdk.trace.export import (
@@ -141,13 +147,18 @@ def build_variants() -> tuple[dict[str, Callable[[], Any]], Callable[[], dict[st
             "reference_sent_steps": counting.steps,
         }
 
+    def settle() -> None:
+        pipeline.flush(timeout=30)
+        provider.force_flush(30_000)
+        gc.collect()
+
     variants = {
         "hook step (ours)": lambda: ours_step("what is up?"),
         "span (ours)": ours_span,
         "hook step (reference)": lambda: reference_step("what is up?"),
         "span (OpenTelemetry SDK)": otel_span,
     }
-    return variants, counters
+    return variants, counters, settle
 
 
 def main(argv: list[str]) -> int:
@@ -159,13 +170,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
-    variants, counters = build_variants()
+    variants, counters, settle = build_variants()
     per_run: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
     gc.collect()
     for _ in range(args.runs):
         for name, fn in variants.items():
             slow = "reference" in name
             calls = args.reference_calls if slow else args.calls
+            settle()
             durations = sample(fn, calls, warmup=max(calls // 10, 50))
             per_run[name].append(percentiles(durations))
     side = counters()
