@@ -30,9 +30,11 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 import structlog
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.string import TextLoader
 from psycopg_pool import ConnectionPool
 
+from agent._logging import register_secret
 from agent.collector._backends import StorageOpenError
 from agent.collector._pg_query import as_text, order_key, where_clauses
 from agent.collector._pg_schema import migrate
@@ -51,7 +53,8 @@ from agent.collector._storage import (
 )
 from agent.collector._timefmt import now_iso
 
-#: Seconds to wait for the first connection when opening the storage.
+#: Seconds to wait for the first connection when opening the storage (unless the URL's
+#: ``connect_timeout`` says otherwise).
 CONNECT_TIMEOUT = 10.0
 #: Attempts of one write when PostgreSQL aborts it for a deadlock or serialization failure.
 WRITE_ATTEMPTS = 5
@@ -164,12 +167,17 @@ class PostgresStorage:
     ) -> None:
         self._redacted = redact_url(url)
         self._secrets = url_secrets(url)
+        for secret in self._secrets:
+            register_secret(secret)  # masked in every log line from now on
         self._tables = {name: _Table(name, cols) for name, cols in KINDS.items()}
         self._closed = threading.Event()
         #: Writes redone after a deadlock / serialization failure (for tests and metrics).
         self.retried_writes = 0
         try:
-            with psycopg.connect(url, connect_timeout=int(CONNECT_TIMEOUT)) as conn:
+            conninfo = url
+            if "connect_timeout" not in conninfo_to_dict(url):
+                conninfo = make_conninfo(url, connect_timeout=int(CONNECT_TIMEOUT))
+            with psycopg.connect(conninfo) as conn:
                 _configure(conn)
                 self._project_id = migrate(conn)
         except psycopg.Error as exc:
