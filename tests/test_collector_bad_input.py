@@ -197,3 +197,12 @@ def test_upload_form_key_is_ignored_and_token_single_use(collector: CollectorThr
     assert (collector.data_dir / "uploads" / key).read_bytes() == b"data"
     assert not any(p.name == "evil" for p in collector.data_dir.parent.rglob("evil"))
     assert httpx.post(url, files=files).status_code == 404
+
+
+def test_deeply_nested_query_is_rejected(collector: CollectorThread) -> None:
+    """Selections nested deeper than the limit are refused before any resolver runs."""
+    nested = "id"
+    for _ in range(8):
+        nested = f"id thread {{ steps {{ {nested} }} }}"
+    result = _gql(collector, f'query {{ step(id: "x") {{ {nested} }} }}')
+    assert "nested deeper than" in result["errors"][0]["message"]

@@ -21,8 +21,14 @@ import structlog
 from graphql import (
     DocumentNode,
     ExecutionResult,
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
     GraphQLError,
     GraphQLSchema,
+    InlineFragmentNode,
+    OperationDefinitionNode,
+    SelectionSetNode,
     build_schema,
     execute,
     parse,
@@ -40,6 +46,8 @@ log = structlog.get_logger(__name__)
 
 #: Total size (characters of document text) kept in the parsed-document cache.
 DEFAULT_CACHE_CHARS = 64 * 1024 * 1024
+#: Deepest selection nesting accepted (the SDK's deepest document has 7 levels).
+MAX_QUERY_DEPTH = 12
 #: Most documents kept in the cache.
 MAX_CACHED_DOCUMENTS = 512
 _EMPTY_DOCUMENT = re.compile(r"^\s*mutation\s+\w*\s*(\(\s*\))?\s*\{\s*\}\s*$")
@@ -98,6 +106,35 @@ def build_collector_schema() -> GraphQLSchema:
         scalar.parse_literal = _parse_string_literal(name)  # type: ignore[union-attr]
     bind(schema)
     return schema
+
+
+def _depth(selection_set: SelectionSetNode | None, fragments: dict[str, Any], seen: int) -> int:
+    if selection_set is None or seen > MAX_QUERY_DEPTH:
+        return 0
+    deepest = 0
+    for node in selection_set.selections:
+        if isinstance(node, FieldNode):
+            deepest = max(deepest, 1 + _depth(node.selection_set, fragments, seen + 1))
+        elif isinstance(node, InlineFragmentNode):
+            deepest = max(deepest, _depth(node.selection_set, fragments, seen))
+        elif isinstance(node, FragmentSpreadNode) and node.name.value in fragments:
+            fragment = fragments.pop(node.name.value)  # each fragment expanded once
+            deepest = max(deepest, _depth(fragment.selection_set, fragments, seen))
+    return deepest
+
+
+def _depth_errors(document: DocumentNode) -> list[GraphQLError]:
+    """Reject selections nested deeper than :data:`MAX_QUERY_DEPTH` (each level costs queries)."""
+    fragments = {
+        d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
+    }
+    for definition in document.definitions:
+        if (
+            isinstance(definition, OperationDefinitionNode)
+            and _depth(definition.selection_set, dict(fragments), 0) > MAX_QUERY_DEPTH
+        ):
+            return [GraphQLError(f"Query is nested deeper than {MAX_QUERY_DEPTH} levels")]
+    return []
 
 
 @dataclass(slots=True)
@@ -178,9 +215,9 @@ class GraphQLService:
         except GraphQLError as exc:
             prepared = Prepared(None, [exc], size=len(key))
         else:
-            errors = validate(self.schema, document)
+            errors = list(validate(self.schema, document)) or _depth_errors(document)
             plan = None if errors else make_plan(self.schema, document)
-            prepared = Prepared(document, list(errors), plan, size=len(key))
+            prepared = Prepared(document, errors, plan, size=len(key))
         self._cache.put(key, prepared)
         return prepared
 
