@@ -23,13 +23,12 @@ from typing import Any
 from agent.collector._sqlbase import (
     COMPARE,
     NEGATIVE,
-    FieldKind,
     checked_value,
     like_pattern,
     parse_path,
     split_relation,
 )
-from agent.collector._sqlite_query import _FILTERS, order_expression
+from agent.collector._sqlite_query import _FILTERS, FieldKind, order_expression
 from agent.collector._storage import Filter, StorageError
 
 _DEFAULT_FIELDS: dict[str, tuple[str, FieldKind]] = {

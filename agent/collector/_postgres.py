@@ -38,8 +38,8 @@ from agent._logging import register_secret
 from agent.collector._backends import StorageOpenError
 from agent.collector._pg_query import as_text, order_key, where_clauses
 from agent.collector._pg_schema import migrate
-from agent.collector._sqlbase import ColumnType, RowCodec, decode_cursor, encode_cursor, snake
-from agent.collector._sqlite_schema import KINDS
+from agent.collector._sqlbase import RowCodec, decode_cursor, encode_cursor
+from agent.collector._sqlite_schema import KINDS, ColumnType, snake
 from agent.collector._storage import (
     DEFAULT_PAGE_SIZE,
     MAX_FIND,
@@ -142,16 +142,13 @@ class _Table(RowCodec):
             if self.types[k] in ("int", "real")
         ]
 
-    def params(self, record: Record, now: str) -> tuple[Any, ...]:
+    def params(self, record: Record, now: str) -> list[Any]:
         row = self.row_params(record, now)
-        if not self.casts:
-            return row
-        out = list(row)
         for index, cast in self.casts:
-            value = out[index]
+            value = row[index]
             if value is not None and type(value) is not cast:
-                out[index] = cast(value)
-        return tuple(out)
+                row[index] = cast(value)
+        return row
 
 
 class PostgresStorage:

@@ -2,7 +2,8 @@
 
 The SQLite and PostgreSQL storages map the same records to the same columns and accept the
 same filters; what differs is only how a condition is spelled. This module holds what does
-not depend on the engine:
+not depend on the engine (the schema description itself, ``KINDS``/``COMMON``/``snake``,
+and the filter field table still live in ``_sqlite_schema``/``_sqlite_query``):
 
 * :class:`RowCodec`: record <-> row parameters (JSON values as compact text, ``createdAt``
   defaulted on insert) and row -> record;
@@ -16,18 +17,15 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Iterator, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
+from agent.collector._sqlite_query import FieldKind
+from agent.collector._sqlite_schema import COMMON, ColumnType, snake
 from agent.collector._storage import Filter, JsonText, Record, StorageError
 from agent.collector._timefmt import normalize_time
 
-ColumnType = Literal["text", "json", "int", "real"]
-FieldKind = Literal["text", "num", "time", "json", "list", "bool"]
-
-#: Columns every kind has.
-COMMON_COLUMNS: dict[str, ColumnType] = {"id": "text", "createdAt": "text"}
 #: Negative operators and their positive twin.
 NEGATIVE = {"neq": "eq", "nin": "in", "nilike": "ilike", "nis": "is"}
 #: Comparison operators and their SQL spelling.
@@ -42,11 +40,6 @@ _RELATION = re.compile(r"\{cond:([^}]+)\}")
 
 _json_encoder = msgspec.json.Encoder()
 _json_decoder = msgspec.json.Decoder()
-
-
-def snake(key: str) -> str:
-    """The column name of a wire key (``threadId`` -> ``thread_id``)."""
-    return re.sub(r"([A-Z])", r"_\1", key).lower()
 
 
 def encode_json(value: Any) -> str:
@@ -88,33 +81,31 @@ class RowCodec:
     def __init__(self, name: str, columns: dict[str, ColumnType]) -> None:
         self.name = name
         self.keys = ["id", "createdAt", *columns]
-        self.types: dict[str, ColumnType] = {**COMMON_COLUMNS, **columns}
+        self.types: dict[str, ColumnType] = {**COMMON, **columns}
         self.columns = [snake(k) for k in self.keys]
         self.json_keys = frozenset(k for k, t in self.types.items() if t == "json")
+        self._json_positions = [i for i, k in enumerate(self.keys) if k in self.json_keys]
 
-    def row_params(self, record: Record, now: str) -> tuple[Any, ...]:
+    def row_params(self, record: Record, now: str) -> list[Any]:
         """Parameters in column order: JSON encoded (:class:`JsonText` kept verbatim),
         ``createdAt`` defaulted to ``now``."""
-        out: list[Any] = []
-        json_keys = self.json_keys
         get = record.get
-        for key in self.keys:
-            value = get(key)
-            if value is None:
-                if key == "createdAt":
-                    value = now
-            elif key in json_keys and type(value) is not JsonText:
-                value = encode_json(value)
-            out.append(value)
-        return tuple(out)
+        row = [get(key) for key in self.keys]
+        if row[1] is None:
+            row[1] = now
+        for i in self._json_positions:
+            value = row[i]
+            if value is not None and type(value) is not JsonText:
+                row[i] = _json_encoder.encode(value).decode()
+        return row
 
     def decode(self, row: Sequence[Any]) -> Record:
         """A record from values in column order (JSON columns as text)."""
-        record: Record = {}
         json_keys = self.json_keys
-        for key, value in zip(self.keys, row, strict=True):
-            record[key] = decode_json(value) if value is not None and key in json_keys else value
-        return record
+        return {
+            key: _json_decoder.decode(value) if value is not None and key in json_keys else value
+            for key, value in zip(self.keys, row, strict=True)
+        }
 
 
 def split_relation(expr: str) -> tuple[str, str, str] | None:
