@@ -19,7 +19,14 @@ import pytest
 
 from agent.collector._backends import open_storage
 from agent.collector._sqlite import open_sqlite
-from agent.collector._storage import Filter, ListQuery, Storage, StorageError, Write
+from agent.collector._storage import (
+    Filter,
+    JsonText,
+    ListQuery,
+    Storage,
+    StorageError,
+    Write,
+)
 
 PG_URL = os.environ.get("LITERAL_TEST_POSTGRES_URL")
 PG_SKIP = "LITERAL_TEST_POSTGRES_URL not set: run via .ci/run"
@@ -198,6 +205,17 @@ def test_values_round_trip(storage: Storage) -> None:
     assert score["value"] == 1.0 and isinstance(score["value"], float)
     assert storage.get("step", ["missing"]) == {}
     assert storage.get("step", []) == {}
+
+
+def test_json_text_is_stored_verbatim(storage: Storage) -> None:
+    """A JsonText value keeps the client's spelling (text filters see it); reads decode it."""
+    sent = JsonText('{"a": 1,  "b": [1, 2], "c": "é"}')
+    storage.write([Write("step", [{"id": "j", "metadata": sent, "input": {"k": "v"}}])])
+    assert storage.get("step", ["j"])["j"]["metadata"] == {"a": 1, "b": [1, 2], "c": "é"}
+    spaced = Filter("metadata", "ilike", '"a": 1,  "b"')
+    assert _ids(storage, "step", spaced) == ["j"]
+    assert _ids(storage, "step", Filter("metadata", "eq", 2, "b[1]")) == ["j"]
+    assert _ids(storage, "step", Filter("input", "eq", '{"k":"v"}')) == ["j"]  # compact
 
 
 def test_empty_writes_are_no_ops(storage: Storage) -> None:
