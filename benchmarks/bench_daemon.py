@@ -11,9 +11,11 @@ run against, in the same run:
   frame with a constant ack; no decoding: the transport's ceiling on this machine;
 * ``decode``: the raw server plus an untyped ``msgspec.msgpack.decode`` of every frame:
   the floor for any Python consumer that turns the events into objects;
-* ``intake``: the daemon (``memory`` durability) feeding a real pipeline whose worker is
-  not started: the daemon's own cost (read, decode, validate, enqueue) with the queue
-  absorbing everything;
+* ``discard``: the daemon (``memory`` durability) as ``literal-agent run --discard`` runs
+  it: read, decode, validate and convert to the pipeline's dicts, then count and free them:
+  the daemon's own cost;
+* ``intake``: the daemon feeding a real pipeline whose worker is not started: the queue
+  absorbs everything (hundreds of thousands of live events: fresh memory for each one);
 * ``memory``: the daemon (``DaemonServer``, ``memory`` durability) feeding a real
   :class:`~agent.pipeline.Pipeline` whose worker runs with an exporter that acknowledges
   every batch at once (so the backend's speed is not measured, but the pipeline's own
@@ -47,7 +49,7 @@ import msgspec
 from agent.daemon._protocol import HEADER, MAGIC, Ack, Batch, StepEvent, encode_frame
 
 RESULTS = Path(__file__).parent / "results" / "daemon.json"
-MODES = ("raw", "decode", "intake", "memory", "disk")
+MODES = ("raw", "decode", "discard", "intake", "memory", "disk")
 TARGETS = {"memory": 200_000, "disk": 50_000}
 
 
@@ -140,7 +142,7 @@ def serve(mode: str, path: str, spool_dir: str, ready: Any, stop: Any, out: Any)
         asyncio.run(_raw_server(sock, stop, decode=mode == "decode"))
         out.put({})
         return
-    from agent.daemon._backend import PipelineBackend
+    from agent.daemon._backend import Backend, MemoryBackend, PipelineBackend
     from agent.daemon._command import tune_gc
     from agent.daemon._server import DaemonServer, ServerSettings
     from agent.pipeline import Pipeline, Settings
@@ -154,7 +156,7 @@ def serve(mode: str, path: str, spool_dir: str, ready: Any, stop: Any, out: Any)
         api_key="bench",
     )
     pipeline = Pipeline(settings=settings, exporter_factory=_NullExporter, start=mode != "intake")
-    backend = PipelineBackend(pipeline)
+    backend: Backend = MemoryBackend(keep=False) if mode == "discard" else PipelineBackend(pipeline)
     durability = "disk" if mode == "disk" else "memory"
     server = DaemonServer(backend, ServerSettings(durability=durability, idle_timeout=600))
     tune_gc()  # as `literal-agent run` does
