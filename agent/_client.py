@@ -180,9 +180,9 @@ class BaseLiteralClient:
 
     def _make_sink(self) -> SinkLike:
         """Start the in-process pipeline (called on the first enqueued item)."""
-        from agent.pipeline import Pipeline  # type: ignore[attr-defined]
+        from agent.pipeline import Pipeline
 
-        return Pipeline(  # type: ignore[no-any-return]
+        return Pipeline(
             self._config, api_key=self._api_key, url=self._url, preprocess=self._preprocess
         )
 

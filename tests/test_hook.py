@@ -45,7 +45,7 @@ class MemorySink:
 
     @property
     def steps(self) -> dict[str, Step]:
-        return {i.name: i for i in self.items if isinstance(i, Step)}
+        return {i.name or "": i for i in self.items if isinstance(i, Step)}
 
 
 class ExplodingSink:

@@ -106,8 +106,9 @@ def test_sync_async_threads_and_tasks_round_trip(collector: CollectorThread) -> 
     assert llm.type == "llm" and llm.generation is not None
     assert llm.generation.model == "gpt-4o-mini" and llm.generation.input_token_count == 5
     assert llm.output == {"content": "42"} and llm.input == {"question": "what is the answer?"}
-    assert [sc.name for sc in (llm.scores or [])] == ["relevance"]
-    assert llm.scores[0].value == 0.9 and llm.scores[0].type == "AI"
+    scores = llm.scores or []
+    assert [sc.name for sc in scores] == ["relevance"]
+    assert scores[0].value == 0.9 and scores[0].type == "AI"
     messages = [s for s in steps if s.type in ("user_message", "assistant_message")]
     assert {m.output["content"] for m in messages if m.output} == {"what is the answer?", "42"}
     assert all(m.parent_id is None for m in messages)
@@ -125,7 +126,7 @@ def test_sync_async_threads_and_tasks_round_trip(collector: CollectorThread) -> 
             assert roots[s.id] is None
 
     by_parent = [{"field": "parentId", "operator": "eq", "value": fan_out_run}]
-    page = reference.get_steps(filters=by_parent)  # type: ignore[list-item]
+    page = reference.get_steps(filters=by_parent)  # type: ignore[arg-type]
     assert page.total_count == 5
     single = reference.get_step(id=llm.id)
     assert single is not None and single.parent_id == llm.parent_id

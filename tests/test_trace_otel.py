@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from literalai.api import LiteralAPI as ReferenceAPI
+from literalai.observability.step import Step as ReferenceStep
 from opentelemetry import trace as otel_trace
 from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
@@ -187,11 +188,11 @@ def graphql(collector: CollectorThread, query: str) -> dict[str, Any]:
 
 def check_trace_in_collector(
     collector: CollectorThread, thread_id: str, expected: int
-) -> dict[str, Any]:
+) -> dict[str, ReferenceStep]:
     """Read the thread back with the reference SDK; every step under one root run."""
     fetched = ReferenceAPI(api_key=collector.api_key, url=collector.url).get_thread(id=thread_id)
     assert fetched is not None
-    steps = {s.name: s for s in fetched.steps or []}
+    steps = {s.name or "": s for s in fetched.steps or []}
     assert len(steps) == expected, sorted(steps)
     roots = [s for s in steps.values() if s.parent_id is None]
     assert len(roots) == 1 and roots[0].type == "run"
@@ -249,7 +250,7 @@ def test_bridge_delivers_sdk_spans_to_the_collector(collector: CollectorThread) 
     steps = check_trace_in_collector(collector, thread_id, expected=1 + 6 + 2)
     assert steps["tool 1"].type == "tool" and steps["inner 1"].parent_id == steps["tool 1"].id
     llm = steps["llm"]
-    assert llm.type == "llm" and isinstance(llm.generation, object) and llm.generation
+    assert llm.type == "llm" and llm.generation is not None
     assert llm.generation.model == "gpt-4o"
     assert llm.output == {"content": {"role": "assistant", "content": "hello"}}
     assert steps["divide"].error == "ZeroDivisionError: division by zero"
@@ -272,7 +273,7 @@ def test_agent_trace_app_delivers_to_the_collector(collector: CollectorThread) -
     client.flush_and_stop(timeout=5)
     steps = check_trace_in_collector(collector, thread_id, expected=7)
     chat = steps["chat gpt-4o-mini"]
-    assert isinstance(chat.generation, object) and chat.generation is not None
+    assert chat.generation is not None
     assert chat.generation.provider == "openai" and chat.generation.output_token_count == 7
     assert steps["flaky_tool"].error == "ToolError: tool unavailable"
 

@@ -14,7 +14,7 @@ import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar, Token
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from agent._hook_ids import SpanIds, span_step_id
 from agent._hook_stats import HookStats
@@ -37,7 +37,14 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-__all__ = ["INVALID_SPAN", "TRACE_STATS", "NonRecordingSpan", "Span", "current_span_var"]
+__all__ = [
+    "INVALID_SPAN",
+    "TRACE_STATS",
+    "CurrentSpanScope",
+    "NonRecordingSpan",
+    "Span",
+    "current_span_var",
+]
 
 #: The current span of this execution context (``get_current_span``).
 current_span_var: ContextVar[Span | NonRecordingSpan | None] = ContextVar(
@@ -488,6 +495,21 @@ class NonRecordingSpan:
 
     def __repr__(self) -> str:
         return f"NonRecordingSpan({self._context!r})"
+
+
+class CurrentSpanScope(Protocol):
+    """What ``start_as_current_span`` returns: a context manager and a decorator."""
+
+    def __enter__(self) -> Span | NonRecordingSpan: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    def __call__(self, func: F) -> F: ...
 
 
 _UNSET = Status(StatusCode.UNSET)

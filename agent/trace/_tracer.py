@@ -16,6 +16,7 @@ from agent.trace._mapping import to_step
 from agent.trace._span import (
     INVALID_SPAN,
     TRACE_STATS,
+    CurrentSpanScope,
     NonRecordingSpan,
     Span,
     _step_id_prefix,
@@ -307,7 +308,7 @@ class Tracer:
         record_exception: bool = True,
         set_status_on_exception: bool = True,
         end_on_exit: bool = True,
-    ) -> Span | _CurrentSpanScope:
+    ) -> CurrentSpanScope:
         """A span made current for a ``with`` block, or for each call of a decorated function.
 
         The returned span is its own context manager (entering makes it current, leaving
@@ -412,9 +413,9 @@ class TracerProvider:
 
 
 def _default_pipeline() -> SinkLike:
-    from agent.pipeline import Pipeline  # type: ignore[attr-defined]
+    from agent.pipeline import Pipeline
 
-    return Pipeline()  # type: ignore[no-any-return]
+    return Pipeline()
 
 
 _provider_lock = threading.Lock()

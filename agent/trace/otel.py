@@ -131,7 +131,7 @@ class _TraceInfo:
         self.pending: list[Step] = []
 
 
-class LiteralSpanExporter(SpanExporter):  # type: ignore[misc]
+class LiteralSpanExporter(SpanExporter):
     """An OpenTelemetry ``SpanExporter`` feeding Literal steps to our pipeline."""
 
     def __init__(
