@@ -193,3 +193,21 @@ def test_literal_client_accepts_the_daemon_sink(tmp_path: Path) -> None:
     finally:
         daemon.stop()
     assert any(i.get("name") == "lookup" and i.get("type") == "tool" for i in backend.items)
+
+
+def test_idle_connection_is_closed_by_the_sink_and_reopened_on_demand(tmp_path: Path) -> None:
+    """An unused connection is dropped (idle_close) and a later item reconnects."""
+    backend = MemoryBackend()
+    path = tmp_path / "idle.sock"
+    daemon = serve(path, backend)
+    sink = DaemonSink(str(path), flush_interval=0.01, idle_close=0.1)
+    try:
+        sink.enqueue(Step(id="first"))
+        assert backend.wait_for(1, 5)
+        wait_until(lambda: not sink.stats()["connected"])
+        sink.enqueue(Step(id="second"))
+        assert backend.wait_for(2, 5)
+    finally:
+        sink.shutdown(1.0)
+        daemon.stop()
+    assert sink.stats()["connects"] == 2

@@ -188,6 +188,8 @@ class DaemonSink:
     socket). ``max_buffer``: most events held while the daemon is slow or away.
     ``batch_size``/``flush_interval``: a frame is written when that many events are
     buffered or that many seconds passed. ``ack``: keep batches until acknowledged.
+    ``idle_close``: close an unused connection after that many seconds (it reconnects on
+    demand), before the daemon's ``idle_timeout`` (60 s) closes it.
     """
 
     def __init__(
@@ -199,6 +201,7 @@ class DaemonSink:
         flush_interval: float = 0.05,
         ack: bool = False,
         connect_timeout: float = 1.0,
+        idle_close: float = 30.0,
     ) -> None:
         if address is None:
             from agent._config import load_config
@@ -210,6 +213,8 @@ class DaemonSink:
         self.flush_interval = flush_interval
         self.ack = ack
         self.connect_timeout = connect_timeout
+        self.idle_close = idle_close
+        self._last_send = time.monotonic()
         self.counters: collections.Counter[str] = collections.Counter()
         self._buffer: collections.deque[object] = collections.deque()
         self._lock = threading.Lock()
@@ -325,6 +330,8 @@ class DaemonSink:
             if self._closed:
                 self._disconnect()
                 return
+            if self._sock is not None and time.monotonic() - self._last_send > self.idle_close:
+                self._disconnect()  # before the daemon's idle_timeout closes it under us
 
     def _connect(self) -> bool:
         try:
@@ -398,6 +405,7 @@ class DaemonSink:
             return False
         self.counters["sent"] += len(events)
         self.counters["frames"] += 1
+        self._last_send = time.monotonic()
         if not self.ack:
             self._done(len(items))
         return self._read_replies(block=False)
