@@ -42,6 +42,8 @@ DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 #: How long a one-time upload URL stays valid (seconds), and how many may be pending.
 UPLOAD_TOKEN_TTL = 600.0
 MAX_PENDING_UPLOADS = 10_000
+#: GraphQL requests executed at once (each in a worker thread; CPU-bound, GIL-bound).
+GRAPHQL_THREADS = 4
 #: Longest accepted ``x-env`` header value.
 MAX_ENV_LENGTH = 64
 
@@ -92,6 +94,13 @@ class Collector:
         self.public_url = public_url.rstrip("/") if public_url else None
         self._secret = storage.setting("file_signing_secret", secrets.token_hex(32)).encode()
         self._uploads: OrderedDict[str, _PendingUpload] = OrderedDict()
+        self._graphql_limiter: anyio.CapacityLimiter | None = None
+
+    def graphql_limiter(self) -> anyio.CapacityLimiter:
+        """Worker threads running GraphQL at once: more only fight for the GIL."""
+        if self._graphql_limiter is None:
+            self._graphql_limiter = anyio.CapacityLimiter(GRAPHQL_THREADS)
+        return self._graphql_limiter
 
     # -- request helpers -------------------------------------------------------------------
 
@@ -220,7 +229,9 @@ async def _graphql(collector: Collector, request: Request) -> Response:
     ctx = collector.context(request)
     body = await collector.read_body(request)
     try:
-        payload = await anyio.to_thread.run_sync(collector.graphql.handle, body, ctx)
+        payload = await anyio.to_thread.run_sync(
+            collector.graphql.handle, body, ctx, limiter=collector.graphql_limiter()
+        )
     except BadRequestError as exc:
         return _json({"message": str(exc), "errors": [{"message": str(exc)}]}, 400)
     return Response(payload, media_type="application/json")
