@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
@@ -36,6 +37,7 @@ from agent._context import (
     set_thread,
     state_var,
 )
+from agent._hook_attach import Uploader
 from agent._hook_ids import iso_now, new_step_id
 from agent._hook_scope import Binder, capture_output, decorate_step
 from agent._hook_sink import SinkHolder, SinkLike
@@ -175,6 +177,7 @@ class BaseLiteralClient:
         )
         self._stats = self._holder.stats
         self._api: Any = None
+        self._uploader = Uploader(self._holder, self._upload_api)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -185,6 +188,12 @@ class BaseLiteralClient:
         return Pipeline(
             self._config, api_key=self._api_key, url=self._url, preprocess=self._preprocess
         )
+
+    def _upload_api(self) -> Any:
+        """A synchronous API client for background uploads (its own, never the loop's)."""
+        from agent._api import LiteralAPI
+
+        return LiteralAPI(api_key=self._api_key, url=self._url, environment=self._environment)
 
     @property
     def sink(self) -> SinkLike | None:
@@ -617,6 +626,47 @@ class BaseLiteralClient:
         self._holder.enqueue(score)
         return score
 
+    def attach(
+        self,
+        *,
+        name: str | None = None,
+        content: bytes | str | None = None,
+        path: str | None = None,
+        url: str | None = None,
+        mime: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        step: Step | None = None,
+    ) -> Attachment | None:
+        """Attach a file to the current step (or ``step``) without blocking the caller.
+
+        A ``url`` is attached as is (it travels with the step, or as an update of a step that
+        already ended). ``content`` or a ``path`` is uploaded in the background through
+        ``api.upload_file``; the attachment (with its object key) is then sent as an update
+        of the step. Returns the :class:`Attachment`, or ``None`` (counted) without a step.
+        """
+        target = step if step is not None else get_current_step()
+        if target is None:
+            self._stats.count("attachment_without_step", name=name)
+            return None
+        attachment = Attachment(
+            name=name,
+            mime=mime,
+            url=url,
+            metadata=dict(metadata or {}),
+            step_id=target.id,
+            thread_id=target.thread_id,
+        )
+        if self.disabled:
+            return attachment
+        if content is None and path is None:
+            if target.end_time is None:
+                target.attachments.append(attachment)
+            else:
+                self._holder.enqueue({"id": target.id, "attachments": [attachment.to_dict()]})
+            return attachment
+        self._uploader.submit(attachment, target.id, content, path)
+        return attachment
+
     def get_current_step(self) -> Step | None:
         """The innermost open step of the current context."""
         return get_current_step()
@@ -633,8 +683,17 @@ class BaseLiteralClient:
         """Forget the open steps, the active thread and the root run of this context."""
         reset_context()
 
+    def _flush(self, timeout: float | None) -> Any:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._uploader.wait(timeout):
+            self._stats.count("flush_uploads_pending")
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return self._holder.flush(remaining)
+
     def flush_and_stop(self, timeout: float | None = None) -> Any:
         """Deliver what is queued, then stop the pipeline (later items are counted drops)."""
+        self._uploader.wait(timeout)
+        self._uploader.shutdown()
         return self._holder.shutdown(timeout)
 
 
@@ -776,7 +835,10 @@ class ThreadContextManager:
                 index = i
                 break
         previous, thread = saved.pop(index)
-        set_thread(previous)
+        try:
+            set_thread(previous)
+        except Exception as exc:
+            self._client._stats.count("thread_end_failed", error=repr(exc))
         if thread is not None:  # changes made inside the block (tags...) are sent too
             self._client._enqueue_thread(thread)
 
@@ -808,8 +870,9 @@ class LiteralClient(BaseLiteralClient):
         return self._api  # type: ignore[no-any-return]
 
     def flush(self, timeout: float | None = None) -> Any:
-        """Wait until what was queued so far is delivered (or spooled); the sink's result."""
-        return self._holder.flush(timeout)
+        """Wait until what was queued so far (and pending uploads) is delivered or spooled;
+        the sink's result."""
+        return self._flush(timeout)
 
     def to_sync(self) -> LiteralClient:
         """This client (for parity with :meth:`AsyncLiteralClient.to_sync`)."""
@@ -832,7 +895,7 @@ class AsyncLiteralClient(BaseLiteralClient):
 
     async def flush(self, timeout: float | None = None) -> Any:  # noqa: ASYNC109 - sync twin's API
         """Wait (in a worker thread, the loop keeps running) until the queue is delivered."""
-        return await asyncio.to_thread(self._holder.flush, timeout)
+        return await asyncio.to_thread(self._flush, timeout)
 
     def to_sync(self) -> LiteralClient:
         """A :class:`LiteralClient` sharing this client's pipeline, settings and counters."""
@@ -848,6 +911,7 @@ class AsyncLiteralClient(BaseLiteralClient):
             _holder=self._holder,
         )
         client.global_metadata = self.global_metadata
+        client._uploader = self._uploader
         return client
 
 

@@ -117,7 +117,12 @@ def _generator_output(items: list[Any]) -> Any:
 
 def decorate_step(client: BaseLiteralClient, func: F, spec: StepSpec) -> F:
     """Wrap ``func`` so that each call (or iteration) is a step described by ``spec``."""
-    binder = make_binder(func) if spec.capture_input else None
+    binder: Binder | None = None
+    if spec.capture_input:
+        try:
+            binder = make_binder(func)
+        except Exception as exc:  # never let instrumentation break the decorated code
+            client._stats.count("input_binder_failed", error=repr(exc))
     if inspect.isasyncgenfunction(func):
         return _wrap_async_gen(client, func, spec, binder)  # type: ignore[return-value]
     if inspect.isgeneratorfunction(func):

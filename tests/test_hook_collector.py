@@ -191,3 +191,32 @@ def test_preprocess_and_attachments_reach_the_collector(collector: CollectorThre
     assert [(a.name, a.mime, a.url) for a in fetched.attachments] == [
         ("report.pdf", "application/pdf", "https://example.com/report.pdf")
     ]
+
+
+def test_attach_uploads_in_the_background(collector: CollectorThread, tmp_path: Any) -> None:
+    """``client.attach``: a URL rides with the open step, content and a path are uploaded off
+    the caller's thread and sent as step updates; a late URL updates an ended step."""
+    client = LiteralClient(api_key=collector.api_key, url=collector.url)
+    report = tmp_path / "report.txt"
+    report.write_bytes(b"quarterly numbers")
+    with client.thread(name="attachments"):
+        with client.step(name="files", type="tool") as step:
+            by_url = client.attach(name="link", url="https://example.com/a.png", mime="image/png")
+            by_content = client.attach(name="notes.txt", content=b"hello", mime="text/plain")
+            by_path = client.attach(name="report.txt", path=str(report), mime="text/plain")
+        late = client.attach(name="late", url="https://example.com/late.pdf", step=step)
+    assert client.attach(name="orphan", url="https://example.com/x") is None
+    assert by_url is not None and by_content is not None and by_path is not None and late
+    result = client.flush(timeout=20)
+    assert result is not None and not result.timed_out
+    client.flush_and_stop(timeout=5)
+    assert client.hook_stats() == {"attachment_without_step": 1}
+    assert by_content.object_key and by_path.object_key
+
+    fetched = ReferenceAPI(api_key=collector.api_key, url=collector.url).get_step(id=step.id)
+    assert fetched is not None
+    got = {a.name: a for a in fetched.attachments}
+    assert set(got) == {"link", "notes.txt", "report.txt", "late"}
+    assert got["link"].url == "https://example.com/a.png" and got["link"].mime == "image/png"
+    assert got["notes.txt"].object_key == by_content.object_key
+    assert got["report.txt"].id == by_path.id and got["late"].url.endswith("late.pdf")
