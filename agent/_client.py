@@ -684,11 +684,13 @@ class BaseLiteralClient:
         reset_context()
 
     def _flush(self, timeout: float | None) -> Any:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        if not self._uploader.wait(timeout):
-            self._stats.count("flush_uploads_pending")
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        return self._holder.flush(remaining)
+        if self._uploader.pending:
+            started = time.monotonic()
+            if not self._uploader.wait(timeout):
+                self._stats.count("flush_uploads_pending")
+            if timeout is not None:
+                timeout = max(0.0, timeout - (time.monotonic() - started))
+        return self._holder.flush(timeout)
 
     def flush_and_stop(self, timeout: float | None = None) -> Any:
         """Deliver what is queued, then stop the pipeline (later items are counted drops)."""

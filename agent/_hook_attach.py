@@ -73,6 +73,11 @@ class Uploader:
             return
         self._holder.enqueue({"id": step_id, "attachments": [attachment.to_dict()]})
 
+    @property
+    def pending(self) -> bool:
+        """Whether uploads are running or queued."""
+        return bool(self._pending)
+
     def wait(self, timeout: float | None) -> bool:
         """Wait for the uploads submitted so far; ``False`` if some are still running."""
         with self._lock:

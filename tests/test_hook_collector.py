@@ -219,4 +219,4 @@ def test_attach_uploads_in_the_background(collector: CollectorThread, tmp_path: 
     assert set(got) == {"link", "notes.txt", "report.txt", "late"}
     assert got["link"].url == "https://example.com/a.png" and got["link"].mime == "image/png"
     assert got["notes.txt"].object_key == by_content.object_key
-    assert got["report.txt"].id == by_path.id and got["late"].url.endswith("late.pdf")
+    assert got["report.txt"].id == by_path.id and (got["late"].url or "").endswith("late.pdf")
