@@ -7,7 +7,9 @@ a state.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pty
 import shutil
 import signal
 import socket
@@ -303,9 +305,26 @@ def test_spool_inspect_replay_and_purge_commands(
     inspect = agent_cli("spool", "inspect", "--dir", str(spool), env=env)
     assert inspect.returncode == 0 and "records" in inspect.stdout
     assert inspect_spool(spool).records > 0
-    replay = agent_cli("spool", "replay", "--dir", str(spool), env=env)
-    assert replay.returncode == 0, replay.stderr
-    assert "replayed" in replay.stdout
+    # stderr on a terminal (a real pty): the progress bar is drawn there
+    master, slave = pty.openpty()
+    replay = subprocess.run(
+        [sys.executable, "-m", "agent", "spool", "replay", "--dir", str(spool)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    os.close(slave)
+    drawn = b""
+    with contextlib.suppress(OSError):
+        while chunk := os.read(master, 65536):
+            drawn += chunk
+    os.close(master)
+    assert replay.returncode == 0, drawn
+    assert "replayed 1 of 1 records" in replay.stdout
+    assert b"[" + b"#" * 30 + b"]" in drawn  # the bar reached 100%
     wait_stored(fresh_collector, {f"r{i}" for i in range(300)}, timeout=10)
     assert inspect_spool(spool).records == 0
 

@@ -7,6 +7,7 @@ the process and its sockets alone; tests/test_daemon_e2e.py feeds the real colle
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -267,3 +268,21 @@ def test_socket_activation_with_listen_fds(
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(20) == 0
     listener.close()
+
+
+def test_tcp_listener_next_to_the_unix_socket(
+    tmp_path: Path, spawn: list[subprocess.Popen[str]]
+) -> None:
+    """--tcp HOST:PORT adds a loopback listener; the ready line names both addresses."""
+    sock_path = tmp_path / "s.sock"
+    argv = [sys.executable, "-m", "agent", "run", "--discard", "--socket", str(sock_path)]
+    proc = start(spawn, [*argv, "--tcp", "127.0.0.1:0"], agent_env(tmp_path))
+    line = wait_ready(proc)
+    found = re.search(r"tcp:(127\.0\.0\.1:\d+)", line)
+    assert found and f"unix:{sock_path}" in line
+    with DaemonClient(f"tcp:{found.group(1)}") as client:
+        assert client.request(Batch(events=[StepEvent()], seq=5, ack=True)) == Ack(
+            seq=5, accepted=1
+        )
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
