@@ -14,6 +14,11 @@ three deliberate differences:
 
 Filling of ``parent_id``, ``thread_id`` and ``root_run_id`` follows the reference: explicit
 argument, else the innermost open step's, else the active thread / root run.
+
+Where items go: an injected ``sink=`` (anything with the pipeline's ``Sink`` interface), else
+``transport="pipeline"`` (default: an in-process :class:`~agent.pipeline.Pipeline`) or
+``transport="daemon"`` (the local daemon, :class:`~agent.daemon.DaemonSink`), started on the
+first item.
 """
 
 from __future__ import annotations
@@ -70,6 +75,7 @@ _STEP_FIELDS = frozenset(
                                                   "root_run_id", "metadata", "tags"}
 )
 _THREAD_FIELDS = frozenset({"metadata", "tags", "participant_id", "participant_identifier"})
+_TRANSPORTS = frozenset({"pipeline", "daemon"})
 _MESSAGE_TYPES = frozenset(
     {StepType.USER_MESSAGE, StepType.ASSISTANT_MESSAGE, StepType.SYSTEM_MESSAGE}
 )
@@ -156,8 +162,12 @@ class BaseLiteralClient:
         config: Any = None,
         sink: SinkLike | None = None,
         preprocess: Callable[[list[Any]], list[Any]] | None = None,
+        transport: str = "pipeline",
         _holder: SinkHolder | None = None,
     ) -> None:
+        if transport not in _TRANSPORTS:
+            raise ValueError(f"transport must be one of {sorted(_TRANSPORTS)}, not {transport!r}")
+        self.transport = transport
         # batch_size is accepted for compatibility; batching is the pipeline's (config).
         self.batch_size = batch_size
         self._api_key = api_key
@@ -182,7 +192,14 @@ class BaseLiteralClient:
     # ------------------------------------------------------------------ plumbing
 
     def _make_sink(self) -> SinkLike:
-        """Start the in-process pipeline (called on the first enqueued item)."""
+        """Start the transport (called on the first enqueued item): the in-process pipeline,
+        or ``transport="daemon"``: a connection to the local daemon (its socket from
+        ``config.daemon``, else the configured default)."""
+        if self.transport == "daemon":
+            from agent.daemon import DaemonSink
+
+            daemon = getattr(self._config, "daemon", None)
+            return DaemonSink(daemon.resolved_socket if daemon is not None else None)
         from agent.pipeline import Pipeline
 
         return Pipeline(
@@ -910,6 +927,7 @@ class AsyncLiteralClient(BaseLiteralClient):
             None,
             config=self._config,
             preprocess=self._preprocess,
+            transport=self.transport,
             _holder=self._holder,
         )
         client.global_metadata = self.global_metadata

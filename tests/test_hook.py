@@ -519,3 +519,42 @@ def test_api_clients_are_ours_and_lazy(sink: MemorySink) -> None:
     async_client = AsyncLiteralClient(api_key="k", url="http://127.0.0.1:9", sink=sink)
     assert isinstance(async_client.api, AsyncLiteralAPI)
     assert isinstance(async_client.to_sync().api, LiteralAPI)
+
+
+def test_daemon_transport_delivers_through_a_real_daemon(tmp_path: Any) -> None:
+    """``transport="daemon"``: the hook's items reach a real daemon listener (socket from
+    the configuration); an unknown transport is refused at construction."""
+    from agent._config import AgentConfig, DaemonConfig
+    from agent.daemon import DaemonSink
+    from agent.daemon._backend import MemoryBackend
+    from agent.daemon._server import ServerSettings
+    from agent.daemon._sockets import bind_unix
+    from agent.daemon._thread import DaemonThread
+
+    path = tmp_path / "d.sock"
+    backend = MemoryBackend()
+    daemon = DaemonThread(backend, [bind_unix(path)], ServerSettings()).start()
+    try:
+        config = AgentConfig(daemon=DaemonConfig(socket=str(path)))
+        client = LiteralClient(config=config, transport="daemon")
+
+        @client.step(type="tool")
+        def tool(x: int) -> int:
+            client.score("ok", 1.0)
+            return x
+
+        with client.thread(name="via daemon") as thread:
+            tool(7)
+        assert isinstance(client.sink, DaemonSink)
+        result = client.flush(timeout=5)
+        assert result is not None and result.pending == 0
+        assert backend.wait_for(3, 5)
+        client.flush_and_stop(timeout=2)
+    finally:
+        daemon.stop()
+    score, step, upsert = backend.items  # the score is sent when given, the step at its end
+    assert step["name"] == "tool" and step["threadId"] == thread.id and step["input"] == {"x": 7}
+    assert score["stepId"] == step["id"] and upsert["id"] == thread.id
+    assert client.hook_stats() == {}
+    with pytest.raises(ValueError, match="transport"):
+        LiteralClient(transport="carrier pigeon")
