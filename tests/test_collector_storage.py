@@ -103,3 +103,38 @@ def test_kinds_match_the_migrated_columns(tmp_path: Path) -> None:
         for kind, columns in KINDS.items():
             actual = [r[1] for r in conn.execute(f"PRAGMA table_info({kind})")]
             assert actual == ["id", "created_at", *(snake(k) for k in columns)], kind
+
+
+def test_group_commit_isolates_a_failing_write(tmp_path: Path) -> None:
+    """Concurrent writes share transactions; one failing call does not undo the others."""
+    import threading
+
+    storage = open_sqlite(tmp_path)
+    errors: list[BaseException] = []
+
+    def write(i: int) -> None:
+        record = {"id": f"g-{i}"} if i != 7 else {"name": "no id"}
+        try:
+            storage.write([Write("thread", [record])])
+        except Exception as exc:
+            errors.append(exc)
+
+    try:
+        threads = [threading.Thread(target=write, args=(i,)) for i in range(20)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(errors) == 1 and isinstance(errors[0], sqlite3.IntegrityError)
+        stored = storage.get("thread", [f"g-{i}" for i in range(20)])
+        assert sorted(stored) == sorted(f"g-{i}" for i in range(20) if i != 7)
+    finally:
+        storage.close()
+
+
+def test_closed_storage_refuses_calls(tmp_path: Path) -> None:
+    """After close(), writes and new reads raise StorageError instead of hanging."""
+    storage = open_sqlite(tmp_path)
+    storage.close()
+    with pytest.raises(StorageError):
+        storage.write([Write("thread", [{"id": "late"}])])
