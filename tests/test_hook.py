@@ -558,3 +558,32 @@ def test_daemon_transport_delivers_through_a_real_daemon(tmp_path: Any) -> None:
     assert client.hook_stats() == {}
     with pytest.raises(ValueError, match="transport"):
         LiteralClient(transport="carrier pigeon")
+
+
+@pytest.mark.anyio
+async def test_async_generator_closed_early_and_failing(sink: MemorySink) -> None:
+    """``break`` out of an async generator ends its step; an error inside is recorded."""
+    client = AsyncLiteralClient(api_key="unused", sink=sink)
+
+    @client.step
+    async def numbers() -> AsyncIterator[int]:
+        for i in range(10):
+            yield i
+
+    agen = numbers()
+    async for n in agen:
+        if n == 2:
+            break
+    await agen.aclose()  # type: ignore[attr-defined]
+    assert sink.steps["numbers"].output == {"content": [0, 1, 2]}
+    assert sink.steps["numbers"].error is None and client.get_current_step() is None
+
+    @client.step
+    async def broken() -> AsyncIterator[int]:
+        yield 1
+        raise LookupError("gone")
+
+    with pytest.raises(LookupError):
+        async for _ in broken():
+            pass
+    assert sink.steps["broken"].error == "gone"
