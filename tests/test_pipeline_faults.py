@@ -309,7 +309,8 @@ def test_corrupted_segment_is_skipped_and_counted(
     assert p.wait_ready(10)
     wait_for(lambda: p.stats().spool_records == 0, timeout=20)
     delivered = stored(collector.data_dir, produced)
-    assert 800 <= len(delivered) < 1000  # one record (a batch of <= 100) lost, the rest replayed
+    # one record (up to 4 batches of 100 spilled together) lost, the rest replayed
+    assert 600 <= len(delivered) < 1000
     assert p.stats().spool_corrupt == 1
     p.shutdown(2)
 

@@ -4,8 +4,9 @@ The worker feeds raw items to a :class:`BatchBuilder`, which normalises each one
 (:func:`~agent.pipeline._events.normalize`), measures its msgpack size, and closes a batch
 at ``batch_size`` events or ``batch_bytes`` bytes. A closed batch goes through the
 preprocessing hook once, before it is either sent or spilled (so redacted data is what
-reaches the disk). On disk one batch is one spool record: a msgpack array of the events,
-built by concatenating the already encoded events behind an array header.
+reaches the disk). On disk a spool record is a msgpack array of events (one or
+several batches spilled together), built by concatenating the already encoded events
+behind an array header; replay sends it in ``batch_size`` chunks.
 """
 
 from __future__ import annotations
@@ -22,13 +23,21 @@ import structlog
 from agent.pipeline._events import Event, normalize
 from agent.pipeline._stats import Counters, DropReason
 
-__all__ = ["Batch", "BatchBuilder", "Preprocess", "decode_record", "encode_record"]
+__all__ = [
+    "Batch",
+    "BatchBuilder",
+    "Preprocess",
+    "decode_record",
+    "encode_event",
+    "encode_record",
+]
 
 log = structlog.get_logger("agent.pipeline")
 
 Preprocess = Callable[[list[dict[str, Any]]], list[dict[str, Any]] | None]
 
 _encode = msgspec.msgpack.Encoder().encode
+encode_event = _encode
 _decoder = msgspec.msgpack.Decoder(list[dict[str, Any]])
 
 

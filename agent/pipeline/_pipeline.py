@@ -58,8 +58,9 @@ class Sink(Protocol):
     """What producers talk to (the in-process pipeline, or the daemon client transport)."""
 
     def enqueue(self, item: Item) -> bool:
-        """O(1); never raises; never blocks (except overflow ``block``, up to
-        ``block_timeout``). False: not accepted (counted in the stats)."""
+        """O(1); never raises; never blocks, except when the queue is full under the
+        ``block`` policy, or under ``spill`` while the disk cannot keep up (at most
+        ``block_timeout`` either way). False: not accepted (counted in the stats)."""
         ...
 
     def flush(self, timeout: float | None = None) -> FlushResult: ...
@@ -367,6 +368,7 @@ class Pipeline:
             dropped=c.dropped_snapshot(),
             preprocess_errors=c.preprocess_errors,
             batches=c.batches,
+            producer_waits=q.waits,
             queue_depth=depth,
             queue_bytes=int(depth * q.mean_bytes),
             in_flight=self._worker.in_flight_events,

@@ -11,8 +11,9 @@ what the worker took plus what is still queued.
 When the queue is full the overflow policy applies (off the hot path):
 
 * ``spill`` (default): the worker moves events to the disk spool from half full on, so the
-  limit is only reached when the disk cannot keep up; the event is then refused and
-  counted (``queue_full``) - the producer is never blocked;
+  limit is only reached by a producer that outruns the disk; that producer then waits for
+  room (at most ``block_timeout``, default 50 ms, released as soon as the worker has
+  spilled a chunk) and only then is the event refused and counted (``queue_full``);
 * ``drop_newest``: refuse the new event (``queue_full``);
 * ``drop_oldest``: evict the oldest queued event (``drop_oldest``) and accept the new one;
 * ``block``: wait up to ``block_timeout`` for room, then refuse (``block_timeout``).
@@ -106,6 +107,10 @@ class EventQueue:
         self._space = threading.Condition(self._lock)
         self._blocked = 0
         self.on_closed: Callable[[Any], bool] | None = None  # restart hook (fork)
+        #: spill policy with a working spool: at the hard limit, wait for room (up to
+        #: block_timeout) instead of dropping at once; set by the worker
+        self.spill_backpressure = False
+        self.waits = 0  # times a producer waited for room (approximate: not locked)
 
     def _compute_limit(self) -> int:
         by_bytes = int(self.max_bytes // max(1.0, self.mean_bytes))
@@ -147,7 +152,11 @@ class EventQueue:
             if policy is OverflowPolicy.DROP_OLDEST:
                 return self._evict_and_put(item)
             if policy is OverflowPolicy.BLOCK:
-                return self._block_and_put(item)
+                return self._block_and_put(item, DropReason.BLOCK_TIMEOUT)
+            if policy is OverflowPolicy.SPILL and self.spill_backpressure:
+                # the worker is spilling but this producer outruns the disk: give it the
+                # CPU for a moment (bounded by block_timeout) rather than lose the event
+                return self._block_and_put(item, DropReason.QUEUE_FULL)
             self.counters.drop(DropReason.QUEUE_FULL)
             if not self.wake_pending:
                 self._wake()
@@ -180,7 +189,8 @@ class EventQueue:
             self._wake()
         return True
 
-    def _block_and_put(self, item: Any) -> bool:
+    def _block_and_put(self, item: Any, reason: str) -> bool:
+        self.waits += 1
         deadline = time.monotonic() + self.block_timeout
         with self._space:
             self._blocked += 1
@@ -190,7 +200,7 @@ class EventQueue:
                 while len(self.dq) >= self.limit and self.open:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
-                        self.counters.drop(DropReason.BLOCK_TIMEOUT)
+                        self.counters.drop(reason)
                         return False
                     self._space.wait(remaining)
                 if not self.open:

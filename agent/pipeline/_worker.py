@@ -40,7 +40,15 @@ from agent._exceptions import (
     LiteralError,
     RequestTooLargeError,
 )
-from agent.pipeline._batcher import Batch, BatchBuilder, decode_record
+from agent.pipeline._batcher import (
+    Batch,
+    BatchBuilder,
+    decode_record,
+    encode_record,
+)
+from agent.pipeline._batcher import (
+    encode_event as _encode_event,
+)
 from agent.pipeline._deadletter import DeadLetterFile
 from agent.pipeline._events import Event, is_thread
 from agent.pipeline._exporter import Exporter
@@ -54,7 +62,8 @@ __all__ = ["Worker"]
 
 log = structlog.get_logger("agent.pipeline")
 
-_SPILL_CHUNK_BATCHES = 64  # batches spilled per scheduling round before yielding
+_SPILL_BATCHES = 4  # batches written with one spool append (one record, one write)
+_SPILL_ROUNDS = 32  # appends per scheduling round before yielding to the loop
 
 
 class _Hurried(Exception):  # noqa: N818 - a state, not an error
@@ -242,11 +251,12 @@ class Worker:
 
     def _next_timeout(self, now: float, interval: float) -> float:
         timeout = 1.0
-        if len(self.builder) or self.queue.dq:
+        sending = self._free_slots() > 0 or not self.backend_up or self._hurrying
+        if sending and (len(self.builder) or self.queue.dq):
+            # a partial batch is due after flush_interval (a completed send, a full batch
+            # or a flush wakes the loop earlier); with no free slot, only a wake-up helps
             since = self._partial_since if self._partial_since is not None else now
             timeout = min(timeout, max(0.0, since + interval - now))
-            if self._must_drain() and self._free_slots() > 0:
-                timeout = 0.0
         with self.markers_lock:
             for m in self.markers:
                 timeout = min(timeout, max(0.0, self._hurry_at(m) - now) + 0.001)
@@ -333,14 +343,12 @@ class Worker:
         urgent = self._must_drain()
         close_partial = urgent or interval_due
         if spool is not None and (self._hurrying or not self.backend_up):
-            for _ in range(_SPILL_CHUNK_BATCHES):
-                batches = self._take_batches(8, close_partial=True)
+            reason = "backend_down" if not self._hurrying else "deadline"
+            for _ in range(_SPILL_ROUNDS):
+                batches = self._take_batches(_SPILL_BATCHES, close_partial=True)
                 if not batches:
                     break
-                for batch in batches:
-                    self._spill_fresh(
-                        batch, reason="backend_down" if not self._hurrying else "deadline"
-                    )
+                self._spill_fresh(batches, reason=reason)
             return
         backlog = spool is not None and self.backend_up and len(spool) > 0
         limit = queue.limit
@@ -356,14 +364,13 @@ class Worker:
                     self._start_send(batch)
         if high:
             low = max(1, limit // 4)
-            for _ in range(_SPILL_CHUNK_BATCHES):
+            for _ in range(_SPILL_ROUNDS):
                 if len(queue.dq) <= low:
                     break
-                batches = self._take_batches(8, close_partial=False)
+                batches = self._take_batches(_SPILL_BATCHES, close_partial=False)
                 if not batches:
                     break
-                for batch in batches:
-                    self._spill_fresh(batch, reason="memory_full")
+                self._spill_fresh(batches, reason="memory_full")
 
     # ------------------------------------------------------------------ sending
 
@@ -449,11 +456,18 @@ class Worker:
         self.counters.drop(DropReason.DEAD_LETTER_FAILED, lost)
         return len(dead)  # dead-lettered or lost: resolved, not delivered
 
-    async def _deliver(self, events: list[Event], outcome: _Outcome, *, retry: bool = True) -> None:
+    async def _deliver(
+        self, events: list[Event], outcome: _Outcome, *, retry: bool = True, nbytes: int = 0
+    ) -> None:
+        """Deliver events: steps in ``send_steps`` chunks of at most ``batch_size`` events and
+        about ``batch_bytes`` (spool records can hold many batches), then thread upserts."""
         steps = [e for e in events if not is_thread(e)]
         threads = [e for e in events if is_thread(e)] if len(steps) != len(events) else []
-        if steps:
-            await self._deliver_steps(steps, outcome, retry=retry)
+        chunk = self.builder.batch_size
+        if nbytes and events:
+            chunk = max(1, min(chunk, self.settings.batch_bytes * len(events) // nbytes))
+        for start in range(0, len(steps), chunk):
+            await self._deliver_steps(steps[start : start + chunk], outcome, retry=retry)
         exporter = self.exporter
         for thread in threads:
             if outcome.error is not None or exporter is None:
@@ -619,6 +633,7 @@ class Worker:
             )
             self.spool = None
             return
+        self.queue.spill_backpressure = self.queue.policy is OverflowPolicy.SPILL
         if len(self.spool):
             log.info("pipeline.spool_recovered", records=len(self.spool))
 
@@ -653,30 +668,46 @@ class Worker:
 
     def _spill_batch(self, batch: Batch, *, reason: str) -> tuple[int, int]:
         """Write a batch to the spool; return (spooled events, lost events)."""
-        n = len(batch.events)
-        if not n:
-            return 0, 0
+        return self._spill_batches([batch], reason=reason)[0]
+
+    def _spill_batches(self, batches: list[Batch], *, reason: str) -> list[tuple[int, int]]:
+        """Write batches to the spool with one append (one write, one GIL release): return
+        (spooled events, lost events) for each."""
         spool = self.spool
         if spool is None:
-            self.counters.drop(DropReason.NO_SPOOL, n)
-            return 0, n
-        try:
-            accepted = spool.append([batch.record()])
-        except Exception as exc:  # encoding: should not happen (encoded once already)
-            log.error("pipeline.spill_failed", error=repr(exc), events=n)
-            accepted = 0
-        if not accepted:
-            self.counters.drop(DropReason.SPOOL_FULL, n)
-            return 0, n
-        self.counters.spilled += n
-        if not self._spilling_logged:
+            for batch in batches:
+                self.counters.drop(DropReason.NO_SPOOL, len(batch))
+            return [(0, len(b)) for b in batches]
+        # one record for all of them: one checksum and one write (each releases the GIL,
+        # and a busy producer thread then keeps it for a whole switch interval)
+        parts: list[bytes] = []
+        count = 0
+        for batch in batches:
+            encoded = batch.encoded
+            if encoded is None:
+                encoded = batch.encoded = [_encode_event(e) for e in batch.events]
+            parts.extend(encoded)
+            count += len(encoded)
+        accepted = spool.append([encode_record(parts)]) if count else 0
+        out: list[tuple[int, int]] = []
+        for batch in batches:
+            n = len(batch)
+            if accepted:
+                self.counters.spilled += n
+                out.append((n, 0))
+            else:
+                self.counters.drop(DropReason.SPOOL_FULL, n)
+                out.append((0, n))
+        if accepted and not self._spilling_logged:
             self._spilling_logged = True
             log.warning("pipeline.spill_started", reason=reason, directory=str(spool.directory))
-        return n, 0
+        return out
 
-    def _spill_fresh(self, batch: Batch, *, reason: str) -> None:
-        spooled, lost = self._spill_batch(batch, reason=reason)
-        self._resolve(batch, 0, spooled, lost)
+    def _spill_fresh(self, batches: list[Batch], *, reason: str) -> None:
+        for batch, (spooled, lost) in zip(
+            batches, self._spill_batches(batches, reason=reason), strict=True
+        ):
+            self._resolve(batch, 0, spooled, lost)
 
     def _maybe_replay(self) -> None:
         spool = self.spool
@@ -716,12 +747,14 @@ class Worker:
         refs: list[Any] = []
         size = self.builder.batch_size
         budget = self.settings.batch_bytes
+        nbytes = 0
         while len(events) < size and budget > 0:
             records = spool.read(1, budget)
             if not records:
                 break
             ref, data = records[0]
             budget -= len(data)
+            nbytes += len(data)
             try:
                 decoded = decode_record(data)
             except Exception as exc:
@@ -733,7 +766,7 @@ class Worker:
             events.extend(decoded)
         if not refs:
             return None
-        return Batch(events, None, 0, refs=refs)
+        return Batch(events, None, nbytes, refs=refs)
 
     async def _replay_one(self, *, probe: bool) -> None:
         batch = self._read_replay_batch()
@@ -749,7 +782,7 @@ class Worker:
         try:
             with anyio.CancelScope() as scope:
                 batch.cancel = scope
-                await self._deliver(batch.events, outcome, retry=retry)
+                await self._deliver(batch.events, outcome, retry=retry, nbytes=batch.nbytes)
             if scope.cancelled_caught:
                 outcome = _Outcome(undelivered=list(batch.events), error=_Hurried())
             self._finish_replay(batch, outcome)
@@ -827,12 +860,12 @@ class Worker:
             batches = self._take_batches(64, close_partial=True)
             if not batches:
                 break
+            if self.spool is not None:
+                self._spill_fresh(batches, reason="shutdown")
+                continue
             for batch in batches:
-                if self.spool is not None:
-                    self._spill_fresh(batch, reason="shutdown")
-                else:
-                    self.counters.drop(DropReason.SHUTDOWN_TIMEOUT, len(batch))
-                    self._resolve(batch, 0, 0, len(batch))
+                self.counters.drop(DropReason.SHUTDOWN_TIMEOUT, len(batch))
+                self._resolve(batch, 0, 0, len(batch))
         for m in self._reached:
             self._complete(m, timed_out=False)
         self._reached = []
