@@ -157,6 +157,28 @@ def run_once(batch: int, total: int, connections: int) -> dict[str, float]:
     }
 
 
+def in_process_paths(batch: int, batches: int) -> dict[str, float]:
+    """Steps/s of GraphQLService.handle (no HTTP) with the fast path and with graphql-core."""
+    from agent.collector._graphql import GraphQLService
+    from agent.collector._resolvers import RequestContext
+    from agent.collector._sqlite import open_sqlite
+
+    out = {}
+    for label, fast in (("fast_path", True), ("graphql_core", False)):
+        bodies = build_bodies(batch, batch * (batches + 1))
+        with tempfile.TemporaryDirectory(prefix="bench-paths-") as tmp:
+            storage = open_sqlite(tmp)
+            service = GraphQLService(storage, fast_paths=fast)
+            ctx = RequestContext(storage, "prod", "http://bench", lambda key: key)
+            service.handle(bodies[0], ctx)  # parse and cache the document
+            start = time.perf_counter()
+            for body in bodies[1:]:
+                service.handle(body, ctx)
+            out[label] = (len(bodies) - 1) * batch / (time.perf_counter() - start)
+            storage.close()
+    return out
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks collector_ingest")
     parser.add_argument("--runs", type=int, default=3)
@@ -165,6 +187,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--batches", default="100,500")
     args = parser.parse_args(argv)
     rows = []
+    load_before = os.getloadavg()
     for batch in (int(b) for b in args.batches.split(",")):
         runs = [run_once(batch, args.steps, args.connections) for _ in range(args.runs)]
         row = {
@@ -191,13 +214,24 @@ def main(argv: list[str]) -> int:
             f"| {row['p99_ms']:.1f} ms | {row['server_cpu_us_per_step']:.1f} us "
             f"| {row['kb_per_step']:.2f} |"
         )
+    paths = in_process_paths(100, 20)
+    print(
+        f"\nin-process GraphQLService.handle, batches of 100: fast path "
+        f"{paths['fast_path']:,.0f} steps/s vs graphql-core {paths['graphql_core']:,.0f} steps/s"
+    )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     result = {
         "benchmark": "collector_ingest",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "loadavg_1m_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+        },
         "connections": args.connections,
         "rows": rows,
+        "in_process_batch100_steps_per_s": {k: round(v) for k, v in paths.items()},
     }
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nwritten {RESULTS}")
+    print(f"\nload average (1 min) before/after: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f}")
+    print(f"written {RESULTS}")
     return 0
