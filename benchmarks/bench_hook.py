@@ -12,11 +12,12 @@ Per-call latency (each call timed alone with ``perf_counter_ns``; warm-up first;
 * ``span (OpenTelemetry SDK)``: the same ``with`` block on an SDK ``TracerProvider`` with a
   ``BatchSpanProcessor`` and a no-op exporter.
 
-Each run measures every variant (interleaved), each starting from drained queues and a
-fresh garbage collection; the table shows the medians over runs of each run's p50 and p99,
-and ratios peer / ours (higher = ours cheaper; target >= 5x). The tail (p99) of every
-variant is dominated by CPython's garbage collector: queued items survive until their worker
-sends them, so young-generation collections land on some calls.
+Each run alternates the variants in short blocks (so a busy spell of a shared machine hits
+all of them), each block starting from drained queues; the table shows the medians over
+runs of each run's p50 and p99, and ratios peer / ours (higher = ours cheaper; target
+>= 5x). The tail (p99) of every variant is dominated by CPython's garbage collector and by
+the GIL: queued items survive until a worker thread sends them, so young-generation
+collections and the worker's own work land on some calls.
 
     python -m benchmarks hook [--runs 5] [--calls 20000] [--reference-calls 400]
 """
@@ -86,7 +87,7 @@ def percentiles(values: list[int]) -> tuple[float, float]:
 
 
 def build_variants() -> tuple[
-    dict[str, Callable[[], Any]], Callable[[], dict[str, Any]], Callable[[], None]
+    dict[str, Callable[[], Any]], Callable[[], dict[str, Any]], Callable[..., None]
 ]:
     """The four measured callables, a function returning side counters, and ``settle``
     (drain every queue and collect garbage, so each variant starts from a quiet process)."""
@@ -147,10 +148,11 @@ def build_variants() -> tuple[
             "reference_sent_steps": counting.steps,
         }
 
-    def settle() -> None:
+    def settle(collect: bool = True) -> None:
         pipeline.flush(timeout=30)
         provider.force_flush(30_000)
-        gc.collect()
+        if collect:
+            gc.collect()
 
     variants = {
         "hook step (ours)": lambda: ours_step("what is up?"),
@@ -167,19 +169,29 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--calls", type=int, default=20_000)
     parser.add_argument("--reference-calls", type=int, default=400,
                         help="calls per run for the reference SDK (each sleeps >= 1 ms)")
+    parser.add_argument("--blocks", type=int, default=10,
+                        help="blocks per run: variants alternate block by block")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
     variants, counters, settle = build_variants()
     per_run: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
     gc.collect()
+    for name, fn in variants.items():  # warm-up
+        sample(fn, 50 if "reference" in name else 2000, warmup=0)
     for _ in range(args.runs):
-        for name, fn in variants.items():
-            slow = "reference" in name
-            calls = args.reference_calls if slow else args.calls
-            settle()
-            durations = sample(fn, calls, warmup=max(calls // 10, 50))
-            per_run[name].append(percentiles(durations))
+        # Variants alternate in short blocks, so a busy spell of the machine is shared by
+        # all of them instead of landing on one; queues are drained before every block.
+        durations: dict[str, list[int]] = {name: [] for name in variants}
+        settle()
+        for _ in range(args.blocks):
+            for name, fn in variants.items():
+                slow = "reference" in name
+                calls = (args.reference_calls if slow else args.calls) // args.blocks
+                settle(collect=False)
+                durations[name] += sample(fn, calls, warmup=max(calls // 20, 5))
+        for name in variants:
+            per_run[name].append(percentiles(durations[name]))
     side = counters()
 
     p50s = {name: statistics.median(p50 for p50, _ in runs) for name, runs in per_run.items()}
@@ -229,6 +241,7 @@ def main(argv: list[str]) -> int:
         "runs": args.runs,
         "calls": args.calls,
         "reference_calls": args.reference_calls,
+        "blocks": args.blocks,
         "results": results,
         "ratios": ratios,
         "side": side,

@@ -389,8 +389,9 @@ class TracerProvider:
             step_id = span._step_id
             if step_id is None:
                 if span._tseq:  # this process's trace: only the span counter to format
+                    # (not cached on the span: that would give it a __dict__)
                     prefix = SpanIds.step_id_prefix or _step_id_prefix()
-                    step_id = span._step_id = f"{prefix}{span._seq:012x}"
+                    step_id = f"{prefix}{span._seq:012x}"
                 else:
                     step_id = span.step_id
             step = to_step(span, step_id, parent_id, root_id, thread_id, is_local_root, span._error)
