@@ -42,7 +42,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -157,7 +157,7 @@ def serve(mode: str, path: str, spool_dir: str, ready: Any, stop: Any, out: Any)
     )
     pipeline = Pipeline(settings=settings, exporter_factory=_NullExporter, start=mode != "intake")
     backend: Backend = MemoryBackend(keep=False) if mode == "discard" else PipelineBackend(pipeline)
-    durability = "disk" if mode == "disk" else "memory"
+    durability: Literal["memory", "disk"] = "disk" if mode == "disk" else "memory"
     server = DaemonServer(backend, ServerSettings(durability=durability, idle_timeout=600))
     tune_gc()  # as `literal-agent run` does
 

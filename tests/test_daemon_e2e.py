@@ -243,9 +243,12 @@ def test_disk_mode_sigkill_under_load_loses_no_acknowledged_event(
     tmp_path: Path, fresh_collector: CollectorThread, daemons: list[DaemonProc]
 ) -> None:
     """disk durability: SIGKILL the daemon under load 3 times; every acked id is stored."""
-    make = lambda: DaemonProc(  # noqa: E731
-        tmp_path, fresh_collector.url, fresh_collector.api_key, "--durability", "disk"
-    )
+
+    def make() -> DaemonProc:
+        return DaemonProc(
+            tmp_path, fresh_collector.url, fresh_collector.api_key, "--durability", "disk"
+        )
+
     daemon = make()
     daemons.append(daemon.start())
     producer = AckingProducer(daemon.socket)

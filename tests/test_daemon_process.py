@@ -66,7 +66,7 @@ def spawn(tmp_path: Path) -> Iterator[list[subprocess.Popen[str]]]:
 def start(
     procs: list[subprocess.Popen[str]], argv: list[str], env: dict[str, str], **kwargs: object
 ) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
+    proc: subprocess.Popen[str] = subprocess.Popen(
         argv,
         env=env,
         stdout=subprocess.PIPE,

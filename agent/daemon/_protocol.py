@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Sequence
 from typing import Any, Final, Literal, NotRequired, TypedDict
 
 import msgspec
@@ -149,7 +150,7 @@ Event = StepEvent | GenerationEvent | ScoreEvent | ThreadEvent
 class Batch(_Message, tag="batch"):
     """Binary framing: many events in one frame. ``ack`` asks for an :class:`Ack` reply."""
 
-    events: list[Event]
+    events: Sequence[Event]  # decoded as a list
     seq: int = 0
     ack: bool = False
 
@@ -339,7 +340,7 @@ def event_to_item(event: Event) -> Step | Score | Thread:
             )
 
 
-def events_to_dicts(events: list[Event]) -> list[dict[str, Any]]:
+def events_to_dicts(events: Sequence[Event]) -> list[dict[str, Any]]:
     """The pipeline's plain-dict form of many events at once (the daemon's fast path).
 
     Steps and generations become step dicts (``StepDict``); scores and threads carry the

@@ -266,7 +266,7 @@ class _Connection:
 
     # ------------------------------------------------------------------ submission
 
-    async def _submit(self, events: list[Event]) -> asyncio.Future[int]:
+    async def _submit(self, events: Sequence[Event]) -> asyncio.Future[int]:
         """Hand events to the backend; the future resolves to how many were accepted."""
         for kind, count in collections.Counter(map(type, events)).items():
             self.counters[_KIND[kind]] += count
