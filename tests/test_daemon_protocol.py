@@ -403,4 +403,3 @@ def test_disk_mode_acks_only_after_durable_submit(tmp_path: Path) -> None:
 def test_socket_file_mode_is_kept_after_listen(daemon: Daemon) -> None:
     """The running daemon's socket stays 0660."""
     assert stat.S_IMODE(os.stat(daemon.path).st_mode) == 0o660
-
