@@ -27,24 +27,21 @@ import asyncio
 import math
 import os
 import time
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
-
-import msgspec
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from agent._context import (
     get_current_root_run,
     get_current_step,
     get_current_thread,
-    pop_step,
-    push_step,
     reset_context,
-    set_thread,
     state_var,
 )
 from agent._hook_attach import Uploader
+from agent._hook_core import STEP as _STEP
+from agent._hook_core import HookCore, StepSpec
 from agent._hook_ids import iso_now, new_step_id
-from agent._hook_scope import Binder, capture_output, decorate_step
+from agent._hook_managers import StepContextManager, ThreadContextManager
 from agent._hook_sink import SinkHolder, SinkLike
 from agent._hook_stats import HookStats
 from agent._models import (
@@ -70,84 +67,13 @@ __all__ = [
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_STEP_FIELDS = frozenset(
-    f for f in Step.__struct_fields__ if f not in {"id", "name", "type", "thread_id", "parent_id",
-                                                  "root_run_id", "metadata", "tags"}
-)
-_THREAD_FIELDS = frozenset({"metadata", "tags", "participant_id", "participant_identifier"})
 _TRANSPORTS = frozenset({"pipeline", "daemon"})
 _MESSAGE_TYPES = frozenset(
     {StepType.USER_MESSAGE, StepType.ASSISTANT_MESSAGE, StepType.SYSTEM_MESSAGE}
 )
 
 
-def describe_exception(exc: BaseException) -> str:
-    """``str(exc)``, or its repr when empty (``CancelledError()``); never raises."""
-    try:
-        text = str(exc)
-        return text or repr(exc)
-    except Exception:
-        return f"<{type(exc).__name__}>"
-
-
-class StepSpec:
-    """What a ``client.step(...)`` call site asked for; built once per decorator."""
-
-    __slots__ = (
-        "capture_input",
-        "capture_output",
-        "fields",
-        "id",
-        "is_run",
-        "merge_metadata",
-        "metadata",
-        "name",
-        "parent_id",
-        "root_run_id",
-        "tags",
-        "thread_id",
-        "type",
-    )
-
-    def __init__(
-        self,
-        *,
-        name: str,
-        type: StepType,
-        id: str | None,
-        parent_id: str | None,
-        thread_id: str | None,
-        root_run_id: str | None,
-        metadata: dict[str, Any] | None,
-        tags: list[str] | None,
-        fields: dict[str, Any],
-        capture_input: bool = True,
-        capture_output: bool = True,
-    ) -> None:
-        self.name = name
-        self.type = type
-        self.is_run = type == StepType.RUN
-        self.id = id
-        self.parent_id = parent_id
-        self.thread_id = thread_id
-        self.root_run_id = root_run_id
-        self.metadata = metadata
-        # False: no metadata of its own (steps start with {} unless a release is set)
-        self.merge_metadata = bool(metadata)
-        self.tags = tags
-        self.fields = fields
-        self.capture_input = capture_input
-        self.capture_output = capture_output
-
-
-# An open step: [step, spec, is_root, saved_root, token]. A list, not a class: it is built
-# on every decorated call and a list costs a fifth of an instance. ``token`` resets the
-# context in one operation when the step closes where it opened (functions, ``with``).
-_Opened = list
-_STEP, _SPEC, _IS_ROOT, _SAVED_ROOT, _TOKEN = range(5)
-
-
-class BaseLiteralClient:
+class BaseLiteralClient(HookCore):
     """What :class:`LiteralClient` and :class:`AsyncLiteralClient` share (all but I/O)."""
 
     def __init__(  # noqa: PLR0917 - the reference constructor is positional
@@ -239,162 +165,6 @@ class BaseLiteralClient:
                 self._stats.count("set_preprocess_failed", error=repr(exc))
         elif sink is not None:
             self._stats.count("preprocess_ignored_pipeline_running")
-
-    def _open_step(
-        self,
-        spec: StepSpec,
-        binder: Binder | None,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> list[Any] | None:
-        """Create a step, make it current; ``None`` (counted) if the hook failed."""
-        try:
-            steps, thread, root = state_var.get()
-            parent_id = spec.parent_id
-            thread_id = spec.thread_id
-            root_run_id = spec.root_run_id
-            if steps:
-                parent = steps[-1]
-                parent_id = parent_id or parent.id
-                thread_id = thread_id or parent.thread_id
-                root_run_id = root_run_id or parent.root_run_id
-            if not thread_id and thread is not None:
-                thread_id = thread.id
-            if not root_run_id and root is not None:
-                root_run_id = root.id
-            step = Step(
-                id=spec.id or new_step_id(),
-                name=spec.name,
-                type=spec.type,
-                thread_id=thread_id,
-                parent_id=parent_id,
-                root_run_id=root_run_id,
-                start_time=iso_now(),
-                metadata=(
-                    self._step_metadata(spec.metadata)
-                    if spec.merge_metadata or self.global_metadata
-                    else {}
-                ),
-                tags=list(spec.tags) if spec.tags else None,
-            )
-            if spec.fields:
-                for key, value in spec.fields.items():
-                    setattr(step, key, value)
-            if binder is not None:
-                try:
-                    step.input = binder(args, kwargs)
-                except Exception as exc:
-                    self._stats.count("input_capture_failed", level="debug", error=repr(exc))
-            if root is None and spec.is_run:
-                token = state_var.set(((*steps, step), thread, step))
-                return [step, spec, True, None, token]
-            return [step, spec, False, None, state_var.set(((*steps, step), thread, root))]
-        except Exception as exc:
-            self._stats.count("step_start_failed", error=repr(exc))
-            return None
-
-    def _step_metadata(self, metadata: dict[str, Any] | None) -> dict[str, Any]:
-        glob = self.global_metadata
-        if metadata:
-            return {**metadata, **glob} if glob else dict(metadata)
-        return dict(glob) if glob else {}
-
-    def _close_step(
-        self, opened: list[Any], exc: BaseException | None, result: Any, has_result: bool
-    ) -> None:
-        """End an open step (recording ``exc``/``result``) and enqueue it; never raises."""
-        try:
-            step: Step = opened[_STEP]
-            if exc is not None:
-                step.error = describe_exception(exc)
-            elif has_result and step.output is None and opened[_SPEC].capture_output:
-                step.output = result if type(result) is dict else capture_output(result)
-            step.end_time = iso_now()
-            token = opened[_TOKEN]
-            if token is not None:
-                try:
-                    state_var.reset(token)  # back to the state before the step opened
-                except (ValueError, RuntimeError):  # closed in another context
-                    token = None
-            if token is None:
-                steps, thread, root = state_var.get()
-                if opened[_IS_ROOT]:
-                    root = opened[_SAVED_ROOT]
-                if steps and steps[-1] is step:
-                    state_var.set((steps[:-1], thread, root))
-                elif not pop_step(step, restore_root=opened[_IS_ROOT], root=root):
-                    self._stats.count("step_not_open_at_end", level="debug")
-            self._holder.enqueue(step)
-        except Exception as err:
-            self._stats.count("step_end_failed", error=repr(err))
-
-    def _resume(self, opened: list[Any]) -> None:
-        """Make a generator's step current again while its body runs."""
-        try:
-            previous = push_step(opened[_STEP], root=opened[_IS_ROOT])
-            if opened[_IS_ROOT]:
-                opened[_SAVED_ROOT] = previous
-        except Exception as exc:
-            self._stats.count("step_resume_failed", error=repr(exc))
-
-    def _suspend(self, opened: list[Any]) -> None:
-        """Hide a generator's step from the consumer between two items."""
-        try:
-            opened[_TOKEN] = None  # resumed elsewhere: the open-time state is stale
-            pop_step(opened[_STEP], restore_root=opened[_IS_ROOT], root=opened[_SAVED_ROOT])
-        except Exception as exc:
-            self._stats.count("step_suspend_failed", error=repr(exc))
-
-    def _spec(  # noqa: PLR0917 - internal, mirrors step()'s parameters
-        self,
-        name: str,
-        type: StepType | str | None,
-        id: str | None,
-        parent_id: str | None,
-        thread_id: str | None,
-        root_run_id: str | None,
-        kwargs: dict[str, Any],
-    ) -> StepSpec:
-        try:
-            step_type = StepType(type) if type is not None else StepType.UNDEFINED
-        except ValueError:
-            self._stats.count("invalid_step_type", type=repr(type))
-            step_type = StepType.UNDEFINED
-        metadata = kwargs.pop("metadata", None)
-        tags = kwargs.pop("tags", None)
-        capture_input = bool(kwargs.pop("capture_input", True))
-        capture_out = bool(kwargs.pop("capture_output", True))
-        fields: dict[str, Any] = {}
-        for key, value in kwargs.items():
-            if key in _STEP_FIELDS:
-                fields[key] = value
-            else:
-                self._stats.count("unknown_step_argument", argument=key)
-        spec = StepSpec(
-            name=name,
-            type=step_type,
-            id=id,
-            parent_id=parent_id,
-            thread_id=thread_id,
-            root_run_id=root_run_id,
-            metadata=metadata if isinstance(metadata, dict) else None,
-            tags=list(tags) if isinstance(tags, list | tuple) else None,
-            fields=fields,
-            capture_input=capture_input,
-            capture_output=capture_out,
-        )
-        return spec
-
-    def _enqueue_thread(self, thread: Thread) -> None:
-        try:
-            glob = self.global_metadata
-            if glob:
-                thread = msgspec.structs.replace(
-                    thread, metadata={**glob, **(thread.metadata or {})}
-                )
-            self._holder.enqueue(thread)
-        except Exception as exc:
-            self._stats.count("thread_upsert_failed", error=repr(exc))
 
     # ------------------------------------------------------------------ public API
 
@@ -716,164 +486,6 @@ class BaseLiteralClient:
         return self._holder.shutdown(timeout)
 
 
-class StepContextManager:
-    """``client.step(...)`` without a function: a context manager or a decorator."""
-
-    __slots__ = ("_client", "_opened", "_spec")
-
-    def __init__(self, client: BaseLiteralClient, spec: StepSpec) -> None:
-        self._client = client
-        self._spec = spec
-        self._opened: list[list[Any] | None] = []
-
-    def __call__(self, func: F) -> F:
-        spec = self._spec
-        if not spec.name:
-            spec = StepSpec(
-                name=getattr(func, "__name__", "") or "",
-                type=spec.type,
-                id=spec.id,
-                parent_id=spec.parent_id,
-                thread_id=spec.thread_id,
-                root_run_id=spec.root_run_id,
-                metadata=spec.metadata,
-                tags=spec.tags,
-                fields=spec.fields,
-                capture_input=spec.capture_input,
-                capture_output=spec.capture_output,
-            )
-        return decorate_step(self._client, func, spec)
-
-    def _enter(self) -> Step:
-        opened = self._client._open_step(self._spec, None, (), {})
-        self._opened.append(opened)
-        return opened[_STEP] if opened is not None else Step(name=self._spec.name)
-
-    def _exit(self, exc: BaseException | None) -> None:
-        # One manager may be entered by several tasks at once: close the entry whose step
-        # is current in *this* context (else the latest one).
-        stack = self._opened
-        if not stack:
-            return
-        current = get_current_step()
-        index = len(stack) - 1
-        for i in range(len(stack) - 1, -1, -1):
-            entry = stack[i]
-            if entry is not None and entry[_STEP] is current:
-                index = i
-                break
-        opened = stack.pop(index)
-        if opened is not None:
-            self._client._close_step(opened, exc, None, False)
-
-    def __enter__(self) -> Step:
-        return self._enter()
-
-    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        self._exit(exc)
-
-    async def __aenter__(self) -> Step:
-        return self._enter()
-
-    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        self._exit(exc)
-
-
-class ThreadContextManager:
-    """``client.thread(...)``: sets the active thread; upserts it (enqueued) on exit."""
-
-    __slots__ = ("_client", "_fields", "_name", "_saved", "_thread_id")
-
-    def __init__(
-        self,
-        client: BaseLiteralClient,
-        thread_id: str | None = None,
-        name: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        self._client = client
-        self._thread_id = thread_id
-        self._name = name
-        self._fields: dict[str, Any] = {}
-        for key, value in kwargs.items():
-            if key in _THREAD_FIELDS:
-                self._fields[key] = value
-            else:
-                client._stats.count("unknown_thread_argument", argument=key)
-        self._saved: list[tuple[Thread | None, Thread | None]] = []
-
-    def __call__(self, func: F) -> F:
-        import functools
-        import inspect
-
-        def scope() -> ThreadContextManager:
-            return ThreadContextManager(
-                self._client, thread_id=self._thread_id, name=self._name, **self._fields
-            )
-
-        if inspect.iscoroutinefunction(func):
-
-            @functools.wraps(func)
-            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                with scope():
-                    return await func(*args, **kwargs)
-
-            return async_wrapper  # type: ignore[return-value]
-
-        @functools.wraps(func)
-        def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-            with scope():
-                return func(*args, **kwargs)
-
-        return sync_wrapper  # type: ignore[return-value]
-
-    def _enter(self) -> Thread:
-        previous = get_current_thread()
-        thread: Thread | None = None
-        try:
-            fields = dict(self._fields)
-            if isinstance(fields.get("metadata"), Mapping):
-                fields["metadata"] = dict(fields["metadata"])
-            if isinstance(fields.get("tags"), list | tuple):
-                fields["tags"] = list(fields["tags"])
-            thread = Thread(id=self._thread_id or new_step_id(), name=self._name, **fields)
-            set_thread(thread)
-        except Exception as exc:
-            self._client._stats.count("thread_start_failed", error=repr(exc))
-        self._saved.append((previous, thread))
-        return thread if thread is not None else Thread(id=self._thread_id or "")
-
-    def _exit(self) -> None:
-        saved = self._saved
-        if not saved:
-            return
-        current = get_current_thread()
-        index = len(saved) - 1
-        for i in range(len(saved) - 1, -1, -1):
-            if saved[i][1] is current:
-                index = i
-                break
-        previous, thread = saved.pop(index)
-        try:
-            set_thread(previous)
-        except Exception as exc:
-            self._client._stats.count("thread_end_failed", error=repr(exc))
-        if thread is not None:  # changes made inside the block (tags...) are sent too
-            self._client._enqueue_thread(thread)
-
-    def __enter__(self) -> Thread:
-        return self._enter()
-
-    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        self._exit()
-
-    async def __aenter__(self) -> Thread:
-        return self._enter()
-
-    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        self._exit()
-
-
 class LiteralClient(BaseLiteralClient):
     """Synchronous client: ``api`` is a :class:`~agent.LiteralAPI`; ``flush()`` blocks."""
 
@@ -933,6 +545,3 @@ class AsyncLiteralClient(BaseLiteralClient):
         client.global_metadata = self.global_metadata
         client._uploader = self._uploader
         return client
-
-
-_ = Literal  # re-exported typing helper kept for annotations in user stubs

@@ -30,7 +30,7 @@ from collections.abc import AsyncGenerator, Callable, Generator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    from agent._client import BaseLiteralClient, StepSpec
+    from agent._hook_core import HookCore, StepSpec
 
 __all__ = ["capture_output", "decorate_step", "make_binder"]
 
@@ -115,7 +115,7 @@ def _generator_output(items: list[Any]) -> Any:
     return {"content": items}
 
 
-def decorate_step(client: BaseLiteralClient, func: F, spec: StepSpec) -> F:
+def decorate_step(client: HookCore, func: F, spec: StepSpec) -> F:
     """Wrap ``func`` so that each call (or iteration) is a step described by ``spec``."""
     binder: Binder | None = None
     if spec.capture_input:
@@ -133,7 +133,7 @@ def decorate_step(client: BaseLiteralClient, func: F, spec: StepSpec) -> F:
 
 
 def _wrap_function(
-    client: BaseLiteralClient, func: Callable[..., Any], spec: StepSpec, binder: Binder | None
+    client: HookCore, func: Callable[..., Any], spec: StepSpec, binder: Binder | None
 ) -> Callable[..., Any]:
     open_step = client._open_step
     close_step = client._close_step
@@ -155,7 +155,7 @@ def _wrap_function(
 
 
 def _wrap_coroutine(
-    client: BaseLiteralClient, func: Callable[..., Any], spec: StepSpec, binder: Binder | None
+    client: HookCore, func: Callable[..., Any], spec: StepSpec, binder: Binder | None
 ) -> Callable[..., Any]:
     open_step = client._open_step
     close_step = client._close_step
@@ -177,7 +177,7 @@ def _wrap_coroutine(
 
 
 def _wrap_gen(
-    client: BaseLiteralClient, func: Callable[..., Any], spec: StepSpec, binder: Binder | None
+    client: HookCore, func: Callable[..., Any], spec: StepSpec, binder: Binder | None
 ) -> Callable[..., Any]:
     @functools.wraps(func)
     def gen_wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
@@ -224,7 +224,7 @@ def _wrap_gen(
 
 
 def _wrap_async_gen(
-    client: BaseLiteralClient, func: Callable[..., Any], spec: StepSpec, binder: Binder | None
+    client: HookCore, func: Callable[..., Any], spec: StepSpec, binder: Binder | None
 ) -> Callable[..., Any]:
     @functools.wraps(func)
     async def agen_wrapper(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:

@@ -1,0 +1,259 @@
+"""The step lifecycle shared by every front door of the library hook.
+
+:class:`HookCore` opens a step in the current context (resolving its parent, thread and root
+run as the reference SDK does), closes it (recording an exception or the return value),
+hides and re-shows a generator's step around each item, and hands ended steps and threads
+to the sink. Everything here runs on the caller's thread: no I/O, no encoding, and no
+exception escapes (failures are counted in the client's :class:`~agent._hook_stats.HookStats`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from agent._context import pop_step, push_step, state_var
+from agent._hook_ids import iso_now, new_step_id
+from agent._hook_scope import Binder, capture_output
+from agent._hook_sink import SinkHolder
+from agent._hook_stats import HookStats
+from agent._models import Step, StepType, Thread
+
+__all__ = ["STEP", "HookCore", "StepSpec", "describe_exception"]
+
+_STEP_FIELDS = frozenset(
+    f for f in Step.__struct_fields__ if f not in {"id", "name", "type", "thread_id", "parent_id",
+                                                  "root_run_id", "metadata", "tags"}
+)
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``str(exc)``, or its repr when empty (``CancelledError()``); never raises."""
+    try:
+        text = str(exc)
+        return text or repr(exc)
+    except Exception:
+        return f"<{type(exc).__name__}>"
+
+
+class StepSpec:
+    """What a ``client.step(...)`` call site asked for; built once per decorator."""
+
+    __slots__ = (
+        "capture_input",
+        "capture_output",
+        "fields",
+        "id",
+        "is_run",
+        "merge_metadata",
+        "metadata",
+        "name",
+        "parent_id",
+        "root_run_id",
+        "tags",
+        "thread_id",
+        "type",
+    )
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        type: StepType,
+        id: str | None,
+        parent_id: str | None,
+        thread_id: str | None,
+        root_run_id: str | None,
+        metadata: dict[str, Any] | None,
+        tags: list[str] | None,
+        fields: dict[str, Any],
+        capture_input: bool = True,
+        capture_output: bool = True,
+    ) -> None:
+        self.name = name
+        self.type = type
+        self.is_run = type == StepType.RUN
+        self.id = id
+        self.parent_id = parent_id
+        self.thread_id = thread_id
+        self.root_run_id = root_run_id
+        self.metadata = metadata
+        # False: no metadata of its own (steps start with {} unless a release is set)
+        self.merge_metadata = bool(metadata)
+        self.tags = tags
+        self.fields = fields
+        self.capture_input = capture_input
+        self.capture_output = capture_output
+
+
+# An open step: [step, spec, is_root, saved_root, token]. A list, not a class: it is built
+# on every decorated call and a list costs a fifth of an instance. ``token`` resets the
+# context in one operation when the step closes where it opened (functions, ``with``).
+_Opened = list
+_STEP, _SPEC, _IS_ROOT, _SAVED_ROOT, _TOKEN = range(5)
+STEP = _STEP
+
+
+class HookCore:
+    """Opening, closing, suspending and resuming steps; handing items to the sink."""
+
+    _holder: SinkHolder
+    _stats: HookStats
+    global_metadata: dict[str, Any] | None
+
+    def _open_step(
+        self,
+        spec: StepSpec,
+        binder: Binder | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> list[Any] | None:
+        """Create a step, make it current; ``None`` (counted) if the hook failed."""
+        try:
+            steps, thread, root = state_var.get()
+            parent_id = spec.parent_id
+            thread_id = spec.thread_id
+            root_run_id = spec.root_run_id
+            if steps:
+                parent = steps[-1]
+                parent_id = parent_id or parent.id
+                thread_id = thread_id or parent.thread_id
+                root_run_id = root_run_id or parent.root_run_id
+            if not thread_id and thread is not None:
+                thread_id = thread.id
+            if not root_run_id and root is not None:
+                root_run_id = root.id
+            step = Step(
+                id=spec.id or new_step_id(),
+                name=spec.name,
+                type=spec.type,
+                thread_id=thread_id,
+                parent_id=parent_id,
+                root_run_id=root_run_id,
+                start_time=iso_now(),
+                metadata=(
+                    self._step_metadata(spec.metadata)
+                    if spec.merge_metadata or self.global_metadata
+                    else {}
+                ),
+                tags=list(spec.tags) if spec.tags else None,
+            )
+            if spec.fields:
+                for key, value in spec.fields.items():
+                    setattr(step, key, value)
+            if binder is not None:
+                try:
+                    step.input = binder(args, kwargs)
+                except Exception as exc:
+                    self._stats.count("input_capture_failed", level="debug", error=repr(exc))
+            if root is None and spec.is_run:
+                token = state_var.set(((*steps, step), thread, step))
+                return [step, spec, True, None, token]
+            return [step, spec, False, None, state_var.set(((*steps, step), thread, root))]
+        except Exception as exc:
+            self._stats.count("step_start_failed", error=repr(exc))
+            return None
+
+    def _step_metadata(self, metadata: dict[str, Any] | None) -> dict[str, Any]:
+        glob = self.global_metadata
+        if metadata:
+            return {**metadata, **glob} if glob else dict(metadata)
+        return dict(glob) if glob else {}
+
+    def _close_step(
+        self, opened: list[Any], exc: BaseException | None, result: Any, has_result: bool
+    ) -> None:
+        """End an open step (recording ``exc``/``result``) and enqueue it; never raises."""
+        try:
+            step: Step = opened[_STEP]
+            if exc is not None:
+                step.error = describe_exception(exc)
+            elif has_result and step.output is None and opened[_SPEC].capture_output:
+                step.output = result if type(result) is dict else capture_output(result)
+            step.end_time = iso_now()
+            token = opened[_TOKEN]
+            if token is not None:
+                try:
+                    state_var.reset(token)  # back to the state before the step opened
+                except (ValueError, RuntimeError):  # closed in another context
+                    token = None
+            if token is None:
+                steps, thread, root = state_var.get()
+                if opened[_IS_ROOT]:
+                    root = opened[_SAVED_ROOT]
+                if steps and steps[-1] is step:
+                    state_var.set((steps[:-1], thread, root))
+                elif not pop_step(step, restore_root=opened[_IS_ROOT], root=root):
+                    self._stats.count("step_not_open_at_end", level="debug")
+            self._holder.enqueue(step)
+        except Exception as err:
+            self._stats.count("step_end_failed", error=repr(err))
+
+    def _resume(self, opened: list[Any]) -> None:
+        """Make a generator's step current again while its body runs."""
+        try:
+            previous = push_step(opened[_STEP], root=opened[_IS_ROOT])
+            if opened[_IS_ROOT]:
+                opened[_SAVED_ROOT] = previous
+        except Exception as exc:
+            self._stats.count("step_resume_failed", error=repr(exc))
+
+    def _suspend(self, opened: list[Any]) -> None:
+        """Hide a generator's step from the consumer between two items."""
+        try:
+            opened[_TOKEN] = None  # resumed elsewhere: the open-time state is stale
+            pop_step(opened[_STEP], restore_root=opened[_IS_ROOT], root=opened[_SAVED_ROOT])
+        except Exception as exc:
+            self._stats.count("step_suspend_failed", error=repr(exc))
+
+    def _spec(  # noqa: PLR0917 - internal, mirrors step()'s parameters
+        self,
+        name: str,
+        type: StepType | str | None,
+        id: str | None,
+        parent_id: str | None,
+        thread_id: str | None,
+        root_run_id: str | None,
+        kwargs: dict[str, Any],
+    ) -> StepSpec:
+        try:
+            step_type = StepType(type) if type is not None else StepType.UNDEFINED
+        except ValueError:
+            self._stats.count("invalid_step_type", type=repr(type))
+            step_type = StepType.UNDEFINED
+        metadata = kwargs.pop("metadata", None)
+        tags = kwargs.pop("tags", None)
+        capture_input = bool(kwargs.pop("capture_input", True))
+        capture_out = bool(kwargs.pop("capture_output", True))
+        fields: dict[str, Any] = {}
+        for key, value in kwargs.items():
+            if key in _STEP_FIELDS:
+                fields[key] = value
+            else:
+                self._stats.count("unknown_step_argument", argument=key)
+        spec = StepSpec(
+            name=name,
+            type=step_type,
+            id=id,
+            parent_id=parent_id,
+            thread_id=thread_id,
+            root_run_id=root_run_id,
+            metadata=metadata if isinstance(metadata, dict) else None,
+            tags=list(tags) if isinstance(tags, list | tuple) else None,
+            fields=fields,
+            capture_input=capture_input,
+            capture_output=capture_out,
+        )
+        return spec
+
+    def _enqueue_thread(self, thread: Thread) -> None:
+        try:
+            glob = self.global_metadata
+            if glob:
+                thread = msgspec.structs.replace(
+                    thread, metadata={**glob, **(thread.metadata or {})}
+                )
+            self._holder.enqueue(thread)
+        except Exception as exc:
+            self._stats.count("thread_upsert_failed", error=repr(exc))
