@@ -406,7 +406,7 @@ def test_message_release_environment_and_generation(
     sink: MemorySink, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Messages resolve ids like steps; release lands in metadata; generations attach."""
-    monkeypatch.delenv("LITERAL_ENV", raising=False)
+    monkeypatch.setenv("LITERAL_ENV", "prod")  # restored (or removed) after the test
     client = LiteralClient(api_key="k", sink=sink, release=" v1.2 ", environment="staging")
     import os
 
