@@ -321,7 +321,7 @@ def test_datasets_items_experiments(api: LiteralAPI) -> None:
 
 
 @pytest.mark.filterwarnings(
-    "ignore:Please use:DeprecationWarning"
+    "ignore::DeprecationWarning"
 )  # deprecated SDK aliases on purpose
 def test_prompts(api: LiteralAPI, collector: CollectorThread) -> None:
     """Lineages, versions (de-dup), get_prompt by id/name/version, variants, A/B rollouts."""

@@ -80,7 +80,7 @@ async def test_async_scores_attachments_generations(aapi: AsyncLiteralAPI) -> No
 
 
 @pytest.mark.filterwarnings(
-    "ignore:Please use:DeprecationWarning"
+    "ignore::DeprecationWarning"
 )  # deprecated SDK aliases on purpose
 async def test_async_datasets_prompts(aapi: AsyncLiteralAPI) -> None:
     """Datasets, items, experiments (and items), prompts, variants, rollouts, project id."""
