@@ -320,9 +320,7 @@ def test_datasets_items_experiments(api: LiteralAPI) -> None:
     assert api.get_dataset(name="missing-" + name) is None
 
 
-@pytest.mark.filterwarnings(
-    "ignore::DeprecationWarning"
-)  # deprecated SDK aliases on purpose
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # deprecated SDK aliases on purpose
 def test_prompts(api: LiteralAPI, collector: CollectorThread) -> None:
     """Lineages, versions (de-dup), get_prompt by id/name/version, variants, A/B rollouts."""
     name = _uid("prompt")

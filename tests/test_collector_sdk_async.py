@@ -79,9 +79,7 @@ async def test_async_scores_attachments_generations(aapi: AsyncLiteralAPI) -> No
     assert page.data[0].id == gen.id
 
 
-@pytest.mark.filterwarnings(
-    "ignore::DeprecationWarning"
-)  # deprecated SDK aliases on purpose
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # deprecated SDK aliases on purpose
 async def test_async_datasets_prompts(aapi: AsyncLiteralAPI) -> None:
     """Datasets, items, experiments (and items), prompts, variants, rollouts, project id."""
     name = f"ads-{uuid.uuid4().hex[:8]}"
