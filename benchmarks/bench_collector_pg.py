@@ -10,13 +10,15 @@ over keep-alive connections:
   connections split between them (what a load balancer in front of replicas does).
 
 Reported per batch size: stored steps/s, p50/p99 request latency, collector CPU per step;
-medians over ``--runs`` runs, each on a fresh database. The PostgreSQL server is
-``$LITERAL_TEST_POSTGRES_URL`` when set; otherwise the benchmark starts its own from the
-distribution's binaries (``initdb`` in a temporary directory, ``fsync`` on,
-``synchronous_commit=off``: the durability class of SQLite's WAL + ``synchronous=NORMAL``)
-and stops it at the end. The server's ``fsync``/``synchronous_commit`` are recorded.
+medians over ``--runs`` runs, each on a fresh database; the runs of the set-ups interleave,
+so that other load on the machine hits each alike (the load average is recorded).
 
-    python -m benchmarks collector_pg [--runs 3] [--steps 20000] [--connections 4]
+The PostgreSQL server is ``$LITERAL_TEST_POSTGRES_URL`` when set; otherwise the benchmark
+starts its own from the distribution's binaries (``initdb`` in a temporary directory,
+``fsync`` on, ``synchronous_commit=off``: the durability class of SQLite's WAL +
+``synchronous=NORMAL``) and stops it at the end. The server's settings are recorded.
+
+    python -m benchmarks collector_pg [--runs 5] [--steps 20000] [--connections 4]
 """
 
 from __future__ import annotations
@@ -199,7 +201,7 @@ def run_once(
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks collector_pg")
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20_000, help="steps per run")
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--batches", default="100,500")
@@ -219,12 +221,16 @@ def main(argv: list[str]) -> int:
         )
         for batch in (int(b) for b in args.batches.split(",")):
             bodies = build_bodies(batch, args.steps)
+            # Runs interleave the set-ups (rotating which goes first), so that load from
+            # elsewhere on the machine hits every set-up alike.
+            by_setup: dict[str, list[dict[str, float]]] = {s: [] for s in setups}
+            for run in range(args.runs):
+                for setup in setups[run % len(setups) :] + setups[: run % len(setups)]:
+                    by_setup[setup].append(
+                        run_once(setup, admin_url, batch, bodies, args.connections)
+                    )
             for setup in setups:
-                # interleave nothing: each set-up's runs back to back, same bodies for all
-                runs = [
-                    run_once(setup, admin_url, batch, bodies, args.connections)
-                    for _ in range(args.runs)
-                ]
+                runs = by_setup[setup]
                 row = {
                     "setup": setup,
                     "batch": batch,
@@ -258,7 +264,11 @@ def main(argv: list[str]) -> int:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     result = {
         "benchmark": "collector_pg",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        },
         "postgres": {"origin": origin, **settings},
         "connections": args.connections,
         "rows": rows,

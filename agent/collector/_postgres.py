@@ -304,7 +304,9 @@ class PostgresStorage:
         count_where = f" WHERE {' AND '.join(where)}" if where else ""
         count_sql = f"SELECT COUNT(*) FROM {kind} t{count_where}"
         try:
-            with self._connection() as conn:
+            with self._connection() as conn, conn.transaction():
+                # one snapshot for the page and the total, as on SQLite
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 rows = conn.execute(sql, [*page_params, first + 1]).fetchall()
                 count_row = conn.execute(count_sql, params).fetchone()
         except psycopg.DataError as exc:
