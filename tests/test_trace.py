@@ -360,3 +360,7 @@ def test_disabled_provider_returns_non_recording_spans(sink: MemorySink) -> None
         span.set_attribute("a", 1)
         assert not span.is_recording()
     assert client.sink is None
+    noop = trace.NoOpTracer()
+    with noop.start_as_current_span("y") as span:
+        assert span is trace.INVALID_SPAN and not span.is_recording()
+    assert sink.items == []

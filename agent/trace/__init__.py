@@ -58,6 +58,8 @@ from __future__ import annotations
 from agent.trace._span import INVALID_SPAN, TRACE_STATS, NonRecordingSpan, Span
 from agent.trace._tracer import (
     Context,
+    NoOpTracer,
+    NoOpTracerProvider,
     Tracer,
     TracerProvider,
     get_current_span,
@@ -88,6 +90,8 @@ __all__ = [
     "INVALID_TRACE_ID",
     "Context",
     "Link",
+    "NoOpTracer",
+    "NoOpTracerProvider",
     "NonRecordingSpan",
     "Span",
     "SpanContext",

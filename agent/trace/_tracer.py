@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Context",
+    "NoOpTracer",
+    "NoOpTracerProvider",
     "Tracer",
     "TracerProvider",
     "get_current_span",
@@ -411,6 +413,34 @@ class TracerProvider:
             self._holder.shutdown()
         else:
             self._holder.flush()
+
+
+class NoOpTracerProvider(TracerProvider):
+    """A provider whose tracers record nothing (spans are non-recording)."""
+
+    def __init__(self) -> None:
+        super().__init__(sink=_NULL_SINK, disabled=True)
+
+
+class NoOpTracer(Tracer):
+    """A tracer that records nothing."""
+
+    def __init__(self) -> None:
+        super().__init__(NoOpTracerProvider(), "noop")
+
+
+class _NullSink:
+    def enqueue(self, item: Any) -> bool:
+        return False
+
+    def flush(self, timeout: float | None = None) -> None:
+        return None
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        return None
+
+
+_NULL_SINK = _NullSink()
 
 
 def _default_pipeline() -> SinkLike:
