@@ -129,6 +129,7 @@ class Span:
     status_description: str | None = None
 
     def __init__(  # noqa: PLR0917 - internal; built by Tracer.start_span only
+        # (which inlines this body for the common case: keep both in step)
         self,
         name: str,
         trace_id: int,
