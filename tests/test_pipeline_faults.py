@@ -379,3 +379,52 @@ def test_concurrent_producers(tmp_path: Path, collector: CollectorThread) -> Non
     assert stored(collector.data_dir, flat) == set(flat)
     assert p.stats().enqueued == 8000
     p.shutdown(2)
+
+
+def test_replay_is_oldest_first_and_before_new_data(
+    tmp_path: Path, collector: CollectorThread, proxy: FaultProxy
+) -> None:
+    """Spooled events go out in the order they were produced, before anything new."""
+    spool = tmp_path / "spool"
+    old = [f"old-{n:04d}-{uuid.uuid4()}" for n in range(1000)]
+    spill_offline(tmp_path, spool, old, batch_size=100, max_in_flight=1)
+    p = Pipeline(settings=settings(tmp_path, proxy.url, spool_directory=spool, max_in_flight=1))
+    new = [f"new-{n:04d}-{uuid.uuid4()}" for n in range(200)]
+    for i in new:
+        p.enqueue({"id": i})
+    assert p.wait_ready(10)
+    wait_for(lambda: p.stats().spool_records == 0, timeout=20)
+    assert not p.flush(10).timed_out
+    sent = [i for r in proxy.snapshot() if r.status == 200 for i in r.step_ids]
+    assert sent == old + new
+    p.shutdown(2)
+
+
+def test_pipeline_from_agent_config(tmp_path: Path, collector: CollectorThread) -> None:
+    """``Pipeline(config)`` reads every knob from the agent configuration."""
+    from agent._config import load_config
+
+    config = load_config(
+        env={
+            "LITERAL_API_KEY": collector.api_key,
+            "LITERAL_API_URL": collector.url,
+            "LITERAL_AGENT_PIPELINE_BATCH_SIZE": "7",
+            "LITERAL_AGENT_PIPELINE_OVERFLOW": "drop_newest",
+            "LITERAL_AGENT_SPOOL_DIRECTORY": str(tmp_path / "spool"),
+            "LITERAL_AGENT_RETRY_MAX_ATTEMPTS": "3",
+        }
+    )
+    p = Pipeline(config)
+    assert (p.settings.batch_size, p.settings.overflow, p.settings.retry.max_attempts) == (
+        7,
+        "drop_newest",
+        3,
+    )
+    assert p.settings.spool_directory == tmp_path / "spool"
+    produced = ids(20)
+    for i in produced:
+        p.enqueue({"id": i})
+    assert p.flush(10).delivered == 20
+    assert p.stats().batches == 3
+    assert stored(collector.data_dir, produced) == set(produced)
+    p.shutdown(2)

@@ -1,10 +1,10 @@
 """Batches: normalised events grouped by count and bytes, and their spool record form.
 
 The worker feeds raw items to a :class:`BatchBuilder`, which normalises each one
-(:func:`~agent.pipeline._events.normalize`), measures its msgpack size, and closes a batch
-at ``batch_size`` events or ``batch_bytes`` bytes. A closed batch goes through the
-preprocessing hook once, before it is either sent or spilled (so redacted data is what
-reaches the disk). On disk a spool record is a msgpack array of events (one or
+(:func:`~agent.pipeline._events.normalize`), estimates its size (sampled msgpack sizes),
+and closes a batch at ``batch_size`` events or about ``batch_bytes`` bytes. A closed batch
+goes through the preprocessing hook once, before it is either sent or spilled (so redacted
+data is what reaches the disk). On disk a spool record is a msgpack array of events (one or
 several batches spilled together), built by concatenating the already encoded events
 behind an array header; replay sends it in ``batch_size`` chunks.
 """
@@ -36,12 +36,14 @@ log = structlog.get_logger("agent.pipeline")
 
 Preprocess = Callable[[list[dict[str, Any]]], list[dict[str, Any]] | None]
 
-_encode = msgspec.msgpack.Encoder().encode
+# anything msgpack cannot carry becomes its str(), as the reference SDK's
+# ensure_values_serializable does before sending
+_encode = msgspec.msgpack.Encoder(enc_hook=str).encode
 encode_event = _encode
 _decoder = msgspec.msgpack.Decoder(list[dict[str, Any]])
 
 
-_SAMPLE_EVERY = 32  # events between two in-memory size samples
+_SAMPLE_EVERY = 8  # events between two size samples
 
 
 def deep_sizeof(obj: object, depth: int = 0) -> int:
@@ -82,7 +84,7 @@ class Batch:
     """Events sent together (one ``send_steps``) or spilled together (one record)."""
 
     events: list[Event]
-    encoded: list[bytes] | None  # msgpack of each event; None when preprocessing changed them
+    encoded: list[bytes] | None  # msgpack of each event, once computed (spill)
     nbytes: int
     seq_end: int = -1  # queue sequence just past the last event; -1 for spool replays
     refs: list[Any] = field(default_factory=list)  # spool RecordRefs (replays)
@@ -116,45 +118,53 @@ class BatchBuilder:
         self.counters = counters
         self.preprocess = preprocess
         self._events: list[Event] = []
-        self._encoded: list[bytes] = []
-        self._bytes = 0
+        self._bytes = 0  # estimated msgpack bytes of the partial batch
         self.measured_bytes = 0  # since the last take_measure()
         self.measured_count = 0
         #: in-memory size of a queued item / its msgpack size (EWMA over samples)
         self.memory_ratio = 2.0
+        self.mean_size = 1024.0  # EWMA of sampled msgpack sizes
         self._until_sample = 0
+        self._samples = 0
         self.preprocess_failing = False  # log only when the hook starts failing
 
     def __len__(self) -> int:
         return len(self._events)
 
     def add(self, item: object, seq: int) -> Batch | None:
-        """Add one raw item (``seq``: its queue sequence + 1); return a batch when full."""
+        """Add one raw item (``seq``: its queue sequence + 1); return a batch when full.
+
+        Sizes are sampled: one event in ``_SAMPLE_EVERY`` is msgpack-encoded (and one in
+        ``4 * _SAMPLE_EVERY`` has its in-memory size measured); the others count as the
+        running mean. ``batch_bytes`` is therefore approximate: a server that still finds
+        a batch too large answers 413 and the worker splits it.
+        """
         try:
             event = normalize(item)
-            encoded = _encode(event) if event is not None else b""
-        except Exception:  # an item msgpack cannot encode: not sendable either
+        except Exception:
             event = None
-            encoded = b""
         if event is None:
             self.counters.drop(DropReason.INVALID)
             return None
-        size = len(encoded)
+        self._until_sample -= 1
+        if self._until_sample <= 0:
+            self._until_sample = _SAMPLE_EVERY
+            size = len(_encode(event))
+            self.mean_size = 0.8 * self.mean_size + 0.2 * size
+            self._samples += 1
+            if size and not self._samples % 4:
+                ratio = deep_sizeof(item) / size
+                self.memory_ratio = 0.9 * self.memory_ratio + 0.1 * min(16.0, max(0.5, ratio))
+        else:
+            size = int(self.mean_size)
         self.measured_bytes += size
         self.measured_count += 1
-        self._until_sample -= 1
-        if self._until_sample <= 0 and size:
-            self._until_sample = _SAMPLE_EVERY
-            ratio = deep_sizeof(item) / size
-            self.memory_ratio = 0.9 * self.memory_ratio + 0.1 * min(16.0, max(0.5, ratio))
         if self._events and self._bytes + size > self.batch_bytes:
             full = self._close(seq - 1)
             self._events.append(event)
-            self._encoded.append(encoded)
             self._bytes = size
             return full
         self._events.append(event)
-        self._encoded.append(encoded)
         self._bytes += size
         if len(self._events) >= self.batch_size or self._bytes >= self.batch_bytes:
             return self._close(seq)
@@ -167,9 +177,8 @@ class BatchBuilder:
         return self._close(seq)
 
     def _close(self, seq: int) -> Batch:
-        batch = Batch(self._events, self._encoded, self._bytes, seq)
+        batch = Batch(self._events, None, self._bytes, seq)
         self._events = []
-        self._encoded = []
         self._bytes = 0
         if self.preprocess is not None:
             self.preprocess_failing = apply_preprocess(

@@ -148,16 +148,31 @@ def _prefix(n: int) -> bytes:
     return prefix
 
 
+_STEP_KEYS = (
+    "id", "threadId", "rootRunId", "type", "startTime", "endTime", "error", "input",
+    "output", "metadata", "parentId", "name", "tags", "generation", "scores", "attachments",
+)  # fmt: skip
+_NAMES: list[dict[str, str]] = []  # index -> {key: "key_<index>"}, grown on demand
+
+
+def _names(n: int) -> list[dict[str, str]]:
+    while len(_NAMES) < n:
+        i = len(_NAMES)
+        _NAMES.append({key: f"{key}_{i}" for key in _STEP_KEYS})
+    return _NAMES
+
+
 def _steps_body(steps: list[dict[str, Any]]) -> bytes:
     """The JSON body of ``send_steps(steps)``: ``{key}_{i}`` for every non-None key."""
     variables: dict[str, Any] = {}
-    for i, step in enumerate(steps):
-        suffix = f"_{i}"
+    for i, (step, names) in enumerate(zip(steps, _names(len(steps)), strict=False)):
+        get = names.get
         for key, value in step.items():
             if value is None:
                 continue
+            name = get(key) or f"{key}_{i}"  # extra keys travel as undeclared variables
             if key == "generation" and isinstance(value, dict) and value.get("id", 0) is None:
-                variables[key + suffix] = {k: v for k, v in value.items() if k != "id"}
+                variables[name] = {k: v for k, v in value.items() if k != "id"}
             else:
-                variables[key + suffix] = value
+                variables[name] = value
     return _prefix(len(steps)) + _json_encode(variables) + b"}"
