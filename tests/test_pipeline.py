@@ -396,3 +396,16 @@ def test_enqueue_durable(collector: CollectorThread, make: Callable[..., Pipelin
     assert p.enqueue_durable([{"id": i, "name": "durable"} for i in ids])
     wait_for(lambda: p.stats().replayed == 50)
     assert stored(collector.data_dir, ids) == set(ids)
+
+
+def test_no_api_key_keeps_events(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make: Callable[..., Pipeline]
+) -> None:
+    """Without a usable API client the events are kept in the spool, never dead-lettered."""
+    monkeypatch.delenv("LITERAL_API_KEY", raising=False)
+    p = make("http://127.0.0.1:9", api_key=None)
+    for _ in range(10):
+        p.enqueue({"id": str(uuid.uuid4())})
+    result = p.flush(2)
+    assert (result.spooled, result.dropped) == (10, 0)
+    assert p.stats().dead_lettered == 0

@@ -38,6 +38,7 @@ from agent._exceptions import (
     GraphQLError,
     HTTPStatusError,
     LiteralError,
+    RateLimitedError,
     RequestTooLargeError,
 )
 from agent.pipeline._batcher import (
@@ -68,6 +69,10 @@ _SPILL_ROUNDS = 32  # appends per scheduling round before yielding to the loop
 
 class _Hurried(Exception):  # noqa: N818 - a state, not an error
     """A flush or shutdown deadline is near: stop retrying, spill."""
+
+
+class _NoExporter(Exception):  # noqa: N818 - a state, not an error
+    """The API client could not be built (e.g. no API key): keep the events."""
 
 
 @dataclass(slots=True)
@@ -109,6 +114,9 @@ class Worker:
         self.ident: int | None = None
         self.spool: Spool | None = None
         self.spool_error: str | None = None
+        self.exporter_error: str | None = None
+        self.exporter: Exporter | None = None
+        self._retry_after = 0.0  # the server's last Retry-After hint, for the probe
         self.backend_up = True
         self._assumed_up = False  # backend_up assumed after an outage, not yet seen
         self._down_since = 0.0
@@ -195,7 +203,12 @@ class Worker:
         try:
             exporter = self.exporter_factory()
         except Exception as exc:
-            log.error("pipeline.exporter_failed", error=_message(exc))
+            self.exporter_error = _message(exc)
+            log.error(
+                "pipeline.exporter_failed",
+                error=self.exporter_error,
+                action="events are kept (spool) until a pipeline with a working client runs",
+            )
         self.exporter = exporter
         self.started.set()
         try:
@@ -227,11 +240,15 @@ class Worker:
                 self._stop_evt.set()
                 if now >= self._stop_at:
                     return
-            self._update_hurry(now)
-            self._pump(now)
-            self._maybe_replay()
-            self._check_markers()
-            self._log_drops(now)
+            try:
+                self._update_hurry(now)
+                self._pump(now)
+                self._maybe_replay()
+                self._check_markers()
+                self._log_drops(now)
+            except Exception as exc:  # a bug must not stop delivery for good
+                log.error("pipeline.worker_error", error=repr(exc))
+                await anyio.sleep(0.1)
             if self._stop_at is not None and self._idle():
                 return
             timeout = self._next_timeout(now, interval)
@@ -490,7 +507,7 @@ class Worker:
         if outcome.error is not None or exporter is None:
             outcome.undelivered.extend(steps)
             if outcome.error is None:
-                outcome.error = RuntimeError("no exporter")
+                outcome.error = _NoExporter(self.exporter_error or "no API client")
             return
         try:
             failures = await self._call(exporter.send_steps, steps, retry=retry)
@@ -517,7 +534,7 @@ class Worker:
 
     def _undeliverable(self, exc: BaseException) -> bool:
         """The events are fine but cannot be delivered now (spill them)."""
-        return is_retryable(exc) or isinstance(exc, AuthenticationError | _Hurried)
+        return is_retryable(exc) or isinstance(exc, AuthenticationError | _Hurried | _NoExporter)
 
     async def _call(self, fn: Callable[..., Any], arg: Any, *, retry: bool) -> Any:
         if not retry:
@@ -554,6 +571,8 @@ class Worker:
         self.backend_up = False
         self._assumed_up = False
         self._down_since = time.monotonic()
+        if isinstance(exc, RateLimitedError) and exc.retry_after:
+            self._retry_after = exc.retry_after
         log.warning(
             "pipeline.backend_down",
             error=_message(exc),
@@ -581,7 +600,8 @@ class Worker:
         try:
             while not self.backend_up and self._stop_at is None:
                 attempt += 1
-                delay = backoff_delay(policy, attempt)
+                delay = max(backoff_delay(policy, attempt), self._retry_after)
+                self._retry_after = 0.0
                 with anyio.move_on_after(delay):
                     await self._stop_wait()
                 if self._stop_at is not None or self.backend_up:
