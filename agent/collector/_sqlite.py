@@ -45,6 +45,9 @@ from agent.collector._timefmt import now_iso
 #: Records committed together at most in one group transaction.
 MAX_GROUP_RECORDS = 20_000
 _PRAGMAS = (
+    # 8 KiB pages: fewer pages per ~1 KB step row and per random-id index insert (about 1.5x
+    # faster ingest than 4 KiB here). Only effective when the file is created; must precede WAL.
+    "PRAGMA page_size=8192",
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=NORMAL",
     "PRAGMA foreign_keys=OFF",
