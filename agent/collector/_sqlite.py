@@ -53,7 +53,8 @@ _PRAGMAS = (
     "PRAGMA foreign_keys=OFF",
     "PRAGMA cache_size=-65536",  # 64 MiB page cache per connection (upper bound)
     "PRAGMA temp_store=MEMORY",
-    "PRAGMA wal_autocheckpoint=4000",
+    "PRAGMA wal_autocheckpoint=16000",  # 128 MiB of WAL between checkpoints: pages rewritten
+    # by several batches are copied back once (measured ~1.5x faster ingest than 4000)
     "PRAGMA journal_size_limit=67108864",
 )
 
