@@ -39,6 +39,7 @@ from agent._context import (
 )
 from agent._hook_attach import Uploader
 from agent._hook_core import STEP as _STEP
+from agent._hook_core import TOKEN as _TOKEN
 from agent._hook_core import HookCore, StepSpec
 from agent._hook_ids import iso_now, new_step_id
 from agent._hook_managers import StepContextManager, ThreadContextManager
@@ -295,6 +296,9 @@ class BaseLiteralClient(HookCore):
         if opened is None:
             return Step(name=name)
         step: Step = opened[_STEP]
+        # ended whenever the caller likes, maybe after other context changes: no token reset
+        # (which would restore the whole context as it was), remove just this step
+        opened[_TOKEN] = None
         try:
             step.__dict__["_literal_opened"] = opened
             step.__dict__["end"] = lambda: self.end_step(step)

@@ -20,7 +20,7 @@ from agent._hook_sink import SinkHolder
 from agent._hook_stats import HookStats
 from agent._models import Step, StepType, Thread
 
-__all__ = ["STEP", "HookCore", "StepSpec", "describe_exception"]
+__all__ = ["STEP", "TOKEN", "HookCore", "StepSpec", "describe_exception"]
 
 _STEP_FIELDS = frozenset(
     f for f in Step.__struct_fields__ if f not in {"id", "name", "type", "thread_id", "parent_id",
@@ -92,7 +92,7 @@ class StepSpec:
 # context in one operation when the step closes where it opened (functions, ``with``).
 _Opened = list
 _STEP, _SPEC, _IS_ROOT, _SAVED_ROOT, _TOKEN = range(5)
-STEP = _STEP
+STEP, TOKEN = _STEP, _TOKEN
 
 
 class HookCore:

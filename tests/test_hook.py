@@ -587,3 +587,16 @@ async def test_async_generator_closed_early_and_failing(sink: MemorySink) -> Non
         async for _ in broken():
             pass
     assert sink.steps["broken"].error == "gone"
+
+
+def test_start_step_ended_inside_a_later_thread_keeps_that_thread(
+    client: LiteralClient, sink: MemorySink
+) -> None:
+    """Ending a manually started step removes only that step from the context."""
+    step = client.start_step(name="manual")
+    with client.thread(name="later") as thread:
+        client.end_step(step)
+        assert client.get_current_thread() is thread
+        assert client.get_current_step() is None
+    assert client.get_current_thread() is None
+    assert [i.name for i in sink.items] == ["manual", "later"]
