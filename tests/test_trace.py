@@ -364,3 +364,25 @@ def test_disabled_provider_returns_non_recording_spans(sink: MemorySink) -> None
     with noop.start_as_current_span("y") as span:
         assert span is trace.INVALID_SPAN and not span.is_recording()
     assert sink.items == []
+
+
+def test_no_opentelemetry_import_at_run_time() -> None:
+    """Using agent.trace (and the hook) never imports opentelemetry (fresh interpreter)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from agent import LiteralClient, trace\n"
+        "class Sink:\n"
+        "    def enqueue(self, item): return True\n"
+        "client = LiteralClient(api_key='k', sink=Sink())\n"
+        "tracer = trace.TracerProvider(client=client).get_tracer('x')\n"
+        "with client.run(name='r'), tracer.start_as_current_span('s') as span:\n"
+        "    span.set_attribute('gen_ai.system', 'openai')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'opentelemetry'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]"
