@@ -15,7 +15,7 @@ import msgspec
 
 from agent._context import pop_step, push_step, state_var
 from agent._hook_ids import iso_now, new_step_id
-from agent._hook_scope import Binder, capture_output
+from agent._hook_scope import Binder
 from agent._hook_sink import SinkHolder
 from agent._hook_stats import HookStats
 from agent._models import Step, StepType, Thread
@@ -170,7 +170,7 @@ class HookCore:
             if exc is not None:
                 step.error = describe_exception(exc)
             elif has_result and step.output is None and opened[_SPEC].capture_output:
-                step.output = result if type(result) is dict else capture_output(result)
+                step.output = result if isinstance(result, dict) else {"content": result}
             step.end_time = iso_now()
             token = opened[_TOKEN]
             if token is not None:
