@@ -20,12 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -33,30 +30,21 @@ import anyio.lowlevel
 import structlog
 
 from agent._exceptions import (
-    AuthenticationError,
-    BadRequestError,
-    GraphQLError,
-    HTTPStatusError,
-    LiteralError,
     RateLimitedError,
-    RequestTooLargeError,
 )
 from agent.pipeline._batcher import (
     Batch,
     BatchBuilder,
-    decode_record,
-    encode_record,
-)
-from agent.pipeline._batcher import (
-    encode_event as _encode_event,
 )
 from agent.pipeline._deadletter import DeadLetterFile
-from agent.pipeline._events import Event, is_thread
+from agent.pipeline._delivery import Delivery, Hurried, Outcome, message_of
+from agent.pipeline._events import Event
 from agent.pipeline._exporter import Exporter
 from agent.pipeline._queue import SUPPRESS, EventQueue, FlushMarker, OverflowPolicy
-from agent.pipeline._retry import backoff_delay, is_retryable, make_retrying
+from agent.pipeline._retry import backoff_delay
 from agent.pipeline._settings import Settings
-from agent.pipeline._spool import Spool, SpoolError, SpoolLockedError
+from agent.pipeline._spill import SpoolSide
+from agent.pipeline._spool import Spool, SpoolError
 from agent.pipeline._stats import Counters, DropReason
 
 __all__ = ["Worker"]
@@ -65,30 +53,6 @@ log = structlog.get_logger("agent.pipeline")
 
 _SPILL_BATCHES = 4  # batches written with one spool append (one record, one write)
 _SPILL_ROUNDS = 32  # appends per scheduling round before yielding to the loop
-
-
-class _Hurried(Exception):  # noqa: N818 - a state, not an error
-    """A flush or shutdown deadline is near: stop retrying, spill."""
-
-
-class _NoExporter(Exception):  # noqa: N818 - a state, not an error
-    """The API client could not be built (e.g. no API key): keep the events."""
-
-
-@dataclass(slots=True)
-class _Outcome:
-    delivered: int = 0
-    dead: list[tuple[Event, str, int | None]] = field(default_factory=list)
-    undelivered: list[Event] = field(default_factory=list)
-    error: BaseException | None = None
-
-
-def _status(exc: BaseException) -> int | None:
-    return exc.status if isinstance(exc, HTTPStatusError) else None
-
-
-def _message(exc: BaseException) -> str:
-    return exc.message if isinstance(exc, LiteralError) else f"{type(exc).__name__}: {exc}"
 
 
 class Worker:
@@ -112,11 +76,18 @@ class Worker:
         self.finished = threading.Event()
         self.thread: threading.Thread | None = None
         self.ident: int | None = None
+        self.spill = SpoolSide(settings, counters)
         self.spool: Spool | None = None
-        self.spool_error: str | None = None
-        self.exporter_error: str | None = None
-        self.exporter: Exporter | None = None
         self._retry_after = 0.0  # the server's last Retry-After hint, for the probe
+        self.delivery = Delivery(
+            policy=settings.retry,
+            batch_size=settings.batch_size,
+            batch_bytes=settings.batch_bytes,
+            sleep=self._sleep,
+            keep_going=self._keep_going,
+            on_retry=self._on_retry,
+            on_failure=self._note_failure,
+        )
         self.backend_up = True
         self._assumed_up = False  # backend_up assumed after an outage, not yet seen
         self._down_since = 0.0
@@ -132,7 +103,6 @@ class Worker:
         self._stop_at: float | None = None  # hard stop (monotonic)
         self._stop_hurry_at: float | None = None
         self._hurrying = False
-        self._spilling_logged = False
         self._replaying_logged = False
         self._replayed_since_up = 0
         self._probe_running = False
@@ -198,18 +168,21 @@ class Worker:
         self._hurry_evt = anyio.Event()
         self._stop_evt = anyio.Event()
         self.queue.set_waker(self.wake)
-        self._open_spool()
+        self.spool = self.spill.open()
+        self.queue.spill_backpressure = (
+            self.spool is not None and self.queue.policy is OverflowPolicy.SPILL
+        )
         exporter: Exporter | None = None
         try:
             exporter = self.exporter_factory()
         except Exception as exc:
-            self.exporter_error = _message(exc)
+            self.delivery.exporter_error = message_of(exc)
             log.error(
                 "pipeline.exporter_failed",
-                error=self.exporter_error,
+                error=self.delivery.exporter_error,
                 action="events are kept (spool) until a pipeline with a working client runs",
             )
-        self.exporter = exporter
+        self.delivery.exporter = exporter
         self.started.set()
         try:
             async with anyio.create_task_group() as tg:
@@ -397,23 +370,21 @@ class Worker:
         self._tg.start_soon(self._send_fresh, batch)
 
     async def _send_fresh(self, batch: Batch) -> None:
-        outcome = _Outcome()
+        outcome = Outcome()
         resolved = False
         try:
             with anyio.CancelScope() as scope:
                 batch.cancel = scope
-                await self._deliver(batch.events, outcome)
+                await self.delivery.deliver(batch.events, outcome)
             if scope.cancelled_caught:
-                outcome = _Outcome(undelivered=list(batch.events), error=_Hurried())
+                outcome = Outcome.kept(batch.events)
             self._finish_fresh(batch, outcome)
             resolved = True
         finally:
             if not resolved:  # cancelled from outside (hard stop): keep the events
-                self._finish_fresh(
-                    batch, _Outcome(undelivered=list(batch.events), error=_Hurried())
-                )
+                self._finish_fresh(batch, Outcome.kept(batch.events))
 
-    def _finish_fresh(self, batch: Batch, outcome: _Outcome) -> None:
+    def _finish_fresh(self, batch: Batch, outcome: Outcome) -> None:
         if self._in_flight.pop(id(batch), None) is None:
             return
         self._in_flight_events -= len(batch)
@@ -432,7 +403,7 @@ class Worker:
         self._set_wake()
 
     def _spill_reason(self, error: BaseException | None) -> str:
-        if isinstance(error, _Hurried):
+        if isinstance(error, Hurried):
             return "deadline"
         return "backend_down"
 
@@ -473,80 +444,6 @@ class Worker:
         self.counters.drop(DropReason.DEAD_LETTER_FAILED, lost)
         return len(dead)  # dead-lettered or lost: resolved, not delivered
 
-    async def _deliver(
-        self, events: list[Event], outcome: _Outcome, *, retry: bool = True, nbytes: int = 0
-    ) -> None:
-        """Deliver events: steps in ``send_steps`` chunks of at most ``batch_size`` events and
-        about ``batch_bytes`` (spool records can hold many batches), then thread upserts."""
-        steps = [e for e in events if not is_thread(e)]
-        threads = [e for e in events if is_thread(e)] if len(steps) != len(events) else []
-        chunk = self.builder.batch_size
-        if nbytes and events:
-            chunk = max(1, min(chunk, self.settings.batch_bytes * len(events) // nbytes))
-        for start in range(0, len(steps), chunk):
-            await self._deliver_steps(steps[start : start + chunk], outcome, retry=retry)
-        exporter = self.exporter
-        for thread in threads:
-            if outcome.error is not None or exporter is None:
-                outcome.undelivered.append(thread)
-                continue
-            try:
-                await self._call(exporter.upsert_thread, thread, retry=retry)
-            except Exception as exc:
-                if self._undeliverable(exc):
-                    self._note_failure(exc)
-                    outcome.error = exc
-                    outcome.undelivered.append(thread)
-                else:
-                    outcome.dead.append((thread, _message(exc), _status(exc)))
-            else:
-                outcome.delivered += 1
-
-    async def _deliver_steps(self, steps: list[Event], outcome: _Outcome, *, retry: bool) -> None:
-        exporter = self.exporter
-        if outcome.error is not None or exporter is None:
-            outcome.undelivered.extend(steps)
-            if outcome.error is None:
-                outcome.error = _NoExporter(self.exporter_error or "no API client")
-            return
-        try:
-            failures = await self._call(exporter.send_steps, steps, retry=retry)
-        except Exception as exc:
-            if self._undeliverable(exc):
-                self._note_failure(exc)
-                outcome.error = exc
-                outcome.undelivered.extend(steps)
-                return
-            # 413, 400, a document-level GraphQL error, an encoding failure: split to
-            # isolate what the server refuses; a single step goes to the dead-letter file
-            if len(steps) == 1:
-                outcome.dead.append((steps[0], _message(exc), _status(exc)))
-                return
-            if not isinstance(exc, RequestTooLargeError | BadRequestError | GraphQLError):
-                log.warning("pipeline.batch_rejected", error=_message(exc), events=len(steps))
-            mid = len(steps) // 2
-            await self._deliver_steps(steps[:mid], outcome, retry=retry)
-            await self._deliver_steps(steps[mid:], outcome, retry=retry)
-            return
-        if failures:
-            outcome.dead.extend((steps[i], msg, None) for i, msg in sorted(failures.items()))
-        outcome.delivered += len(steps) - len(failures)
-
-    def _undeliverable(self, exc: BaseException) -> bool:
-        """The events are fine but cannot be delivered now (spill them)."""
-        return is_retryable(exc) or isinstance(exc, AuthenticationError | _Hurried | _NoExporter)
-
-    async def _call(self, fn: Callable[..., Any], arg: Any, *, retry: bool) -> Any:
-        if not retry:
-            return await fn(arg)
-        retrying = make_retrying(
-            self.settings.retry,
-            sleep=self._sleep,
-            keep_going=self._keep_going,
-            on_retry=self._on_retry,
-        )
-        return await retrying(fn, arg)
-
     def _keep_going(self) -> bool:
         if self._hurrying:
             return False
@@ -561,12 +458,12 @@ class Worker:
         with anyio.move_on_after(delay):
             await hurry.wait()
         if hurry.is_set():
-            raise _Hurried()
+            raise Hurried()
 
     # ------------------------------------------------------------------ backend state
 
     def _note_failure(self, exc: BaseException) -> None:
-        if isinstance(exc, _Hurried) or not self.backend_up:
+        if isinstance(exc, Hurried) or not self.backend_up:
             return
         self.backend_up = False
         self._assumed_up = False
@@ -575,7 +472,7 @@ class Worker:
             self._retry_after = exc.retry_after
         log.warning(
             "pipeline.backend_down",
-            error=_message(exc),
+            error=message_of(exc),
             action="spilling to disk" if self.spool is not None else "retrying in memory",
         )
         if self.spool is not None and not self._probe_running and self._stop_at is None:
@@ -625,107 +522,13 @@ class Worker:
 
     # ------------------------------------------------------------------ spool
 
-    def _open_spool(self) -> None:
-        directory = self.settings.spool_directory
-        if directory is None:
-            return
-        kwargs: dict[str, Any] = {
-            "max_bytes": self.settings.spool_max_bytes,
-            "segment_bytes": self.settings.segment_bytes,
-            "fsync_interval": self.settings.fsync_interval,
-            "full_policy": self.settings.spool_full_policy,
-        }
-        try:
-            try:
-                self.spool = Spool(directory, **kwargs)
-                self._adopt_orphans(directory)
-            except SpoolLockedError:
-                # another process (or our parent, after a fork) owns it: use our own
-                # sub-spool; whoever opens the main one next adopts it
-                self.spool = Spool(directory / f"proc-{os.getpid()}", **kwargs)
-        except (OSError, SpoolError, ValueError) as exc:
-            self.spool_error = str(exc)
-            log.error(
-                "pipeline.spool_unavailable",
-                directory=str(directory),
-                error=str(exc),
-                action="undeliverable events will be dropped (counted)",
-            )
-            self.spool = None
-            return
-        self.queue.spill_backpressure = self.queue.policy is OverflowPolicy.SPILL
-        if len(self.spool):
-            log.info("pipeline.spool_recovered", records=len(self.spool))
-
-    def _adopt_orphans(self, directory: Path) -> None:
-        """Move records of sub-spools left by processes that are gone into the main spool."""
-        main = self.spool
-        assert main is not None
-        for sub in sorted(directory.glob("proc-*")):
-            if not sub.is_dir():
-                continue
-            try:
-                orphan = Spool(sub, fsync_interval=None)
-            except (SpoolLockedError, OSError, SpoolError):
-                continue  # still in use
-            moved = 0
-            try:
-                while True:
-                    records = orphan.read(256)
-                    if not records:
-                        break
-                    moved += main.append([data for _, data in records])
-                    orphan.ack([ref for ref, _ in records])
-                main.flush()
-            finally:
-                orphan.close()
-            with contextlib.suppress(OSError):
-                for leftover in sub.iterdir():
-                    leftover.unlink()
-                sub.rmdir()
-            if moved:
-                log.info("pipeline.spool_adopted", directory=str(sub), records=moved)
-
     def _spill_batch(self, batch: Batch, *, reason: str) -> tuple[int, int]:
         """Write a batch to the spool; return (spooled events, lost events)."""
-        return self._spill_batches([batch], reason=reason)[0]
-
-    def _spill_batches(self, batches: list[Batch], *, reason: str) -> list[tuple[int, int]]:
-        """Write batches to the spool with one append (one write, one GIL release): return
-        (spooled events, lost events) for each."""
-        spool = self.spool
-        if spool is None:
-            for batch in batches:
-                self.counters.drop(DropReason.NO_SPOOL, len(batch))
-            return [(0, len(b)) for b in batches]
-        # one record for all of them: one checksum and one write (each releases the GIL,
-        # and a busy producer thread then keeps it for a whole switch interval)
-        parts: list[bytes] = []
-        count = 0
-        for batch in batches:
-            encoded = batch.encoded
-            if encoded is None:
-                encoded = batch.encoded = [_encode_event(e) for e in batch.events]
-            parts.extend(encoded)
-            count += len(encoded)
-        accepted = spool.append([encode_record(parts)]) if count else 0
-        out: list[tuple[int, int]] = []
-        for batch in batches:
-            n = len(batch)
-            if accepted:
-                self.counters.spilled += n
-                out.append((n, 0))
-            else:
-                self.counters.drop(DropReason.SPOOL_FULL, n)
-                out.append((0, n))
-        if accepted and not self._spilling_logged:
-            self._spilling_logged = True
-            log.warning("pipeline.spill_started", reason=reason, directory=str(spool.directory))
-        return out
+        return self.spill.spill([batch], reason=reason)[0]
 
     def _spill_fresh(self, batches: list[Batch], *, reason: str) -> None:
         for batch, (spooled, lost) in zip(
-            batches, self._spill_batches(batches, reason=reason), strict=True
+            batches, self.spill.spill(batches, reason=reason), strict=True
         ):
             self._resolve(batch, 0, spooled, lost)
 
@@ -745,7 +548,7 @@ class Worker:
                 and not self._replays
             ):
                 self._replaying_logged = False
-                self._spilling_logged = False
+                self.spill.spilling_logged = False
                 log.info("pipeline.replay_done", replayed=self._replayed_since_up)
                 self._replayed_since_up = 0
             return
@@ -761,32 +564,7 @@ class Worker:
             self._tg.start_soon(self._send_replay, batch)
 
     def _read_replay_batch(self) -> Batch | None:
-        spool = self.spool
-        assert spool is not None
-        events: list[Event] = []
-        refs: list[Any] = []
-        size = self.builder.batch_size
-        budget = self.settings.batch_bytes
-        nbytes = 0
-        while len(events) < size and budget > 0:
-            records = spool.read(1, budget)
-            if not records:
-                break
-            ref, data = records[0]
-            budget -= len(data)
-            nbytes += len(data)
-            try:
-                decoded = decode_record(data)
-            except Exception as exc:
-                log.warning("pipeline.spool_record_unreadable", error=repr(exc))
-                self.counters.drop(DropReason.INVALID)
-                spool.ack([ref])
-                continue
-            refs.append(ref)
-            events.extend(decoded)
-        if not refs:
-            return None
-        return Batch(events, None, nbytes, refs=refs)
+        return self.spill.read_batch(self.builder.batch_size, self.settings.batch_bytes)
 
     async def _replay_one(self, *, probe: bool) -> None:
         batch = self._read_replay_batch()
@@ -797,36 +575,25 @@ class Worker:
         await self._send_replay(batch, retry=not probe)
 
     async def _send_replay(self, batch: Batch, retry: bool = True) -> None:
-        outcome = _Outcome()
+        outcome = Outcome()
         resolved = False
         try:
             with anyio.CancelScope() as scope:
                 batch.cancel = scope
-                await self._deliver(batch.events, outcome, retry=retry, nbytes=batch.nbytes)
+                await self.delivery.deliver(batch.events, outcome, retry=retry, nbytes=batch.nbytes)
             if scope.cancelled_caught:
-                outcome = _Outcome(undelivered=list(batch.events), error=_Hurried())
+                outcome = Outcome.kept(batch.events)
             self._finish_replay(batch, outcome)
             resolved = True
         finally:
             if not resolved:
-                self._finish_replay(
-                    batch, _Outcome(undelivered=list(batch.events), error=_Hurried())
-                )
+                self._finish_replay(batch, Outcome.kept(batch.events))
 
-    def _finish_replay(self, batch: Batch, outcome: _Outcome) -> None:
+    def _finish_replay(self, batch: Batch, outcome: Outcome) -> None:
         if self._replays.pop(id(batch), None) is None:
             return
         self._in_flight_events -= len(batch)
-        spool = self.spool
-        if spool is None:  # pragma: no cover - replays only exist with a spool
-            return
-        with contextlib.suppress(SpoolError):
-            if outcome.undelivered and not outcome.delivered and not outcome.dead:
-                spool.release(batch.refs)
-            else:
-                if outcome.undelivered:
-                    self._spill_batch(Batch(outcome.undelivered, None, 0), reason="backend_down")
-                spool.ack(batch.refs)
+        self.spill.settle(batch, outcome)
         self._account_delivered(outcome.delivered)
         self.counters.replayed += outcome.delivered
         self._replayed_since_up += outcome.delivered
@@ -873,9 +640,9 @@ class Worker:
     def _final_drain(self) -> None:
         """At stop: whatever is still in memory goes to the spool (or is counted lost)."""
         for batch in list(self._in_flight.values()):
-            self._finish_fresh(batch, _Outcome(undelivered=list(batch.events), error=_Hurried()))
+            self._finish_fresh(batch, Outcome.kept(batch.events))
         for batch in list(self._replays.values()):
-            self._finish_replay(batch, _Outcome(undelivered=list(batch.events), error=_Hurried()))
+            self._finish_replay(batch, Outcome.kept(batch.events))
         while True:
             batches = self._take_batches(64, close_partial=True)
             if not batches:
