@@ -90,10 +90,7 @@ def as_text(value: Any) -> str:
 
 
 def _as_number(value: Any, flt: Filter) -> float:
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, int | float):
-        return float(value)
+    """A value compared with a numeric field (booleans are 1/0, as SQLite binds them)."""
     try:
         return float(value)
     except (TypeError, ValueError):
