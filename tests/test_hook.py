@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from agent._client import AsyncLiteralClient, LiteralClient
 from agent._models import ChatGeneration, Score, Step, StepType, Thread
@@ -387,7 +388,7 @@ def test_disabled_client_queues_nothing_but_runs_everything() -> None:
 
 def test_scores_on_current_step_and_bad_values(client: LiteralClient, sink: MemorySink) -> None:
     """A score names the current step; NaN/inf/unknown type/no step -> None, counted."""
-    with client.step(name="graded") as step:
+    with client.step(name="graded") as step, capture_logs() as logs:
         score = client.score("quality", 0.5, type="AI", comment="ok", tags=["x"])
         assert client.score("nan", math.nan) is None
         assert client.score("inf", math.inf) is None
@@ -399,6 +400,8 @@ def test_scores_on_current_step_and_bad_values(client: LiteralClient, sink: Memo
     assert [i.name for i in sink.items if isinstance(i, Score)] == ["quality", "explicit"]
     stats = client.hook_stats()
     assert stats["score_value_not_finite"] == 2 and stats["score_value_invalid"] == 1
+    logged = [e for e in logs if e["event"] == "score_value_not_finite"]
+    assert logged[0]["log_level"] == "warning" and logged[0]["score"] == "nan"
     assert stats["score_type_invalid"] == 1 and stats["score_without_step"] == 1
 
 
@@ -600,3 +603,43 @@ def test_start_step_ended_inside_a_later_thread_keeps_that_thread(
         assert client.get_current_step() is None
     assert client.get_current_thread() is None
     assert [i.name for i in sink.items] == ["manual", "later"]
+
+
+def test_many_os_threads_each_build_their_own_tree(client: LiteralClient, sink: MemorySink) -> None:
+    """Eight OS threads nest runs and steps at the same time: no tree borrows another's ids."""
+
+    @client.step
+    def leaf(depth: int) -> int:
+        return depth
+
+    @client.step
+    def middle(worker: int) -> int:
+        return sum(leaf(d) for d in range(3))
+
+    @client.run
+    def job(worker: int) -> int:
+        return sum(middle(worker) for _ in range(20))
+
+    barrier = threading.Barrier(8)
+
+    def work(worker: int) -> None:
+        barrier.wait()
+        with client.thread(name=f"worker {worker}"):
+            job(worker)
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    steps = {s.id: s for s in sink.items if isinstance(s, Step)}
+    assert len(steps) == 8 * (1 + 20 + 60)
+    for step in steps.values():
+        if step.name == "job":
+            assert step.parent_id is None and step.root_run_id is None
+            continue
+        parent = steps[step.parent_id or ""]
+        assert parent.thread_id == step.thread_id
+        run = steps[step.root_run_id or ""]
+        assert run.name == "job" and run.thread_id == step.thread_id
+        assert parent.name == ("middle" if step.name == "leaf" else "job")
