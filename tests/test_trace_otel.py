@@ -323,3 +323,25 @@ def test_bridge_holds_children_until_their_root_then_bounds_what_it_holds() -> N
     assert [s.name for s in quick.items] == ["early child", "slow root"]
     provider.shutdown()
     provider2.shutdown()
+
+
+def test_defaults_from_the_environment(literal_env: CollectorThread) -> None:
+    """No arguments at all: the client and the default tracer provider start pipelines from
+    ``LITERAL_API_KEY`` / ``LITERAL_API_URL`` and deliver."""
+    client = LiteralClient()
+    provider = trace.TracerProvider()  # what get_tracer_provider() builds by default
+    tracer = provider.get_tracer("defaults")
+    with client.thread(name="from env") as thread, client.step(name="hook step"):
+        with tracer.start_as_current_span("default span"):
+            pass
+    span_result = provider.force_flush(20_000)
+    result = client.flush(timeout=20)
+    assert span_result and result is not None and not result.timed_out
+    provider.shutdown()
+    client.flush_and_stop(timeout=5)
+    fetched = ReferenceAPI(api_key=literal_env.api_key, url=literal_env.url).get_thread(
+        id=thread.id
+    )
+    assert fetched is not None and fetched.name == "from env"
+    steps = {s.name: s for s in fetched.steps or []}
+    assert steps["default span"].parent_id == steps["hook step"].id
