@@ -399,7 +399,36 @@ def test_writes_in_opposite_orders_survive_deadlocks(pg_url: str, tmp_path: Path
             handle.close()
 
 
+def test_dead_connections_are_replaced(pg_url: str, tmp_path: Path) -> None:
+    """After the server drops every pooled connection (restart, failover), the next calls
+    still succeed: the dead connection is noticed, the pool checked, the call redone."""
+    import psycopg
+
+    from agent.collector._postgres import PostgresStorage
+
+    tag = f"literal-test-{uuid.uuid4().hex[:8]}"
+    storage = open_storage(f"{pg_url}&application_name={tag}", tmp_path)
+    assert isinstance(storage, PostgresStorage)
+    try:
+        storage.write([Write("step", [{"id": "before"}])])
+        assert PG_URL is not None
+        with psycopg.connect(PG_URL, autocommit=True) as admin:
+            killed = admin.execute(
+                "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE application_name = %s",
+                (tag,),
+            ).fetchone()
+        assert killed is not None and killed[0] >= 1
+        storage.write([Write("step", [{"id": "after"}])])
+        assert set(storage.get("step", ["before", "after"])) == {"before", "after"}
+        assert storage.list("step", ListQuery()).total == 2
+        assert storage.retried >= 1
+    finally:
+        storage.close()
+
+
 # -- two collector processes on one database --------------------------------------------------
+
 
 class Replica:
     """One ``python -m agent collector`` process (with ``--config``) on 127.0.0.1:0."""

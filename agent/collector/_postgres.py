@@ -13,6 +13,8 @@ number of stateless collector replicas can serve one database:
   ``insert_missing`` is ``ON CONFLICT DO NOTHING``: concurrent ingest of the same step from
   two replicas stores one row. A batch is sent with ``executemany`` in pipeline mode (one
   round trip per write, one transaction).
+* A call is redone when PostgreSQL rolled it back for a deadlock (overlapping batches in
+  opposite orders) or when its pooled connection turns out dead (server restart, failover).
 
 The database URL may carry a password; it never appears in errors or logs (see
 :func:`redact_url`).
@@ -20,12 +22,12 @@ The database URL may carry a password; it never appears in errors or logs (see
 
 from __future__ import annotations
 
+import builtins
 import random
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import psycopg
@@ -56,8 +58,12 @@ from agent.collector._timefmt import now_iso
 #: Seconds to wait for the first connection when opening the storage (unless the URL's
 #: ``connect_timeout`` says otherwise).
 CONNECT_TIMEOUT = 10.0
-#: Attempts of one write when PostgreSQL aborts it for a deadlock or serialization failure.
-WRITE_ATTEMPTS = 5
+#: Attempts of one storage call when PostgreSQL aborts it for a deadlock or serialization
+#: failure, or its connection turns out dead (see :meth:`PostgresStorage._run`).
+ATTEMPTS = 5
+#: Errors after which PostgreSQL has rolled the whole transaction back.
+_ROLLED_BACK = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+_T = TypeVar("_T")
 
 log = structlog.get_logger(__name__)
 
@@ -168,8 +174,9 @@ class PostgresStorage:
             register_secret(secret)  # masked in every log line from now on
         self._tables = {name: _Table(name, cols) for name, cols in KINDS.items()}
         self._closed = threading.Event()
-        #: Writes redone after a deadlock / serialization failure (for tests and metrics).
-        self.retried_writes = 0
+        #: Calls redone after a deadlock, serialization failure or dead connection.
+        self.retried = 0
+        self._stats_lock = threading.Lock()
         try:
             conninfo = url
             if "connect_timeout" not in conninfo_to_dict(url):
@@ -197,12 +204,36 @@ class PostgresStorage:
             text = text.replace(secret, "***")
         return text
 
-    @contextmanager
-    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
-        if self._closed.is_set():
-            raise StorageError("storage is closed")
-        with self._pool.connection() as conn:
-            yield conn
+    def _run(self, work: Callable[[psycopg.Connection[Any]], _T]) -> _T:
+        """Run ``work`` on a pooled connection; redo it when that is safe.
+
+        Redone: a transaction PostgreSQL aborted for a deadlock or serialization failure
+        (rolled back whole), and work on a connection that turned out dead (server restart,
+        failover, idle timeout; the pool is then checked so the other dead connections go
+        too). Every write is an idempotent upsert or delete, so redoing one whose COMMIT
+        was lost leaves the same rows.
+        """
+        for attempt in range(1, ATTEMPTS + 1):
+            if self._closed.is_set():
+                raise StorageError("storage is closed")
+            used: psycopg.Connection[Any] | None = None
+            try:
+                with self._pool.connection() as conn:
+                    used = conn
+                    return work(conn)
+            except psycopg.OperationalError as exc:
+                lost = used is not None and (used.broken or used.closed)
+                if attempt == ATTEMPTS or not (lost or isinstance(exc, _ROLLED_BACK)):
+                    raise
+                reason = "connection lost" if lost else type(exc).__name__
+                with self._stats_lock:
+                    self.retried += 1
+                log.info("postgres work redone", attempt=attempt, reason=reason)
+                if lost:
+                    self._pool.check()
+                else:
+                    time.sleep(random.uniform(0, 0.02 * 2**attempt))
+        raise AssertionError("unreachable")
 
     def __repr__(self) -> str:
         return f"PostgresStorage({self._redacted!r})"
@@ -214,14 +245,16 @@ class PostgresStorage:
         return self._project_id
 
     def setting(self, key: str, default: str) -> str:
-        with self._connection() as conn:
+        def work(conn: psycopg.Connection[Any]) -> Any:
             # A concurrent insert of the same key makes ours wait, then do nothing; the
             # SELECT (a new statement, a new snapshot) then sees the winner's value.
             conn.execute(
                 "INSERT INTO meta (key, value) VALUES (%s, %s) ON CONFLICT (key) DO NOTHING",
                 (key, default),
             )
-            row = conn.execute("SELECT value FROM meta WHERE key = %s", (key,)).fetchone()
+            return conn.execute("SELECT value FROM meta WHERE key = %s", (key,)).fetchone()
+
+        row = self._run(work)
         assert row is not None
         return str(row[0])
 
@@ -230,12 +263,12 @@ class PostgresStorage:
         unique = list(dict.fromkeys(ids))
         if not unique:
             return {}
-        with self._connection() as conn:
-            rows = conn.execute(f"{table.select} WHERE t.id = ANY(%s::text[])", (unique,))
-            out = {}
-            for row in rows:
-                record = table.decode(row[1:])
-                out[record["id"]] = record
+        sql = f"{table.select} WHERE t.id = ANY(%s::text[])"
+        rows = self._run(lambda conn: conn.execute(sql, (unique,)).fetchall())
+        out = {}
+        for row in rows:
+            record = table.decode(row[1:])
+            out[record["id"]] = record
         return out
 
     def find(
@@ -266,8 +299,7 @@ class PostgresStorage:
             f" ORDER BY t.created_at {direction}, t.seq {direction} LIMIT %s"
         )
         try:
-            with self._connection() as conn:
-                rows = conn.execute(sql, (unique, limit)).fetchall()
+            rows = self._run(lambda conn: conn.execute(sql, (unique, limit)).fetchall())
         except (psycopg.DataError, ValueError) as exc:
             raise StorageError(f"Invalid values for {key!r}: {exc}") from None
         return [table.decode(r[1:]) for r in rows]
@@ -303,15 +335,19 @@ class PostgresStorage:
         )
         count_where = f" WHERE {' AND '.join(where)}" if where else ""
         count_sql = f"SELECT COUNT(*) FROM {kind} t{count_where}"
-        try:
-            with self._connection() as conn, conn.transaction():
+
+        def work(conn: psycopg.Connection[Any]) -> tuple[builtins.list[Any], int]:
+            with conn.transaction():
                 # one snapshot for the page and the total, as on SQLite
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 rows = conn.execute(sql, [*page_params, first + 1]).fetchall()
                 count_row = conn.execute(count_sql, params).fetchone()
+            return rows, int(count_row[0]) if count_row else 0
+
+        try:
+            rows, total = self._run(work)
         except psycopg.DataError as exc:
             raise StorageError(f"Invalid query: {_first_line(exc)}") from None
-        total = int(count_row[0]) if count_row else 0
         more = len(rows) > first
         rows = rows[:first]
         if backwards:
@@ -337,23 +373,17 @@ class PostgresStorage:
                 prepared.append((sql, [table.params(r, now) for r in group.records], True))
         if not prepared:
             return
-        for attempt in range(1, WRITE_ATTEMPTS + 1):
-            try:
-                with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
-                    for sql, rows, many in prepared:
-                        if many:
-                            cur.executemany(sql, rows)
-                        else:
-                            cur.execute(sql, rows)
-                return
-            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
-                # Two writers upserting overlapping rows in opposite orders: PostgreSQL
-                # aborts one transaction; it rolled back whole, so it is safe to redo.
-                if attempt == WRITE_ATTEMPTS:
-                    raise
-                self.retried_writes += 1
-                log.info("postgres write retried", attempt=attempt, reason=type(exc).__name__)
-                time.sleep(random.uniform(0, 0.02 * 2**attempt))
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            # one transaction; executemany sends each group's rows in pipeline mode
+            with conn.transaction(), conn.cursor() as cur:
+                for sql, rows, many in prepared:
+                    if many:
+                        cur.executemany(sql, rows)
+                    else:
+                        cur.execute(sql, rows)
+
+        self._run(work)
 
     def close(self) -> None:
         if not self._closed.is_set():
