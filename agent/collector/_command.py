@@ -88,7 +88,7 @@ def resolve_settings(args: argparse.Namespace) -> CollectorSettings:
 def ensure_api_key(data_dir: Path) -> tuple[str, Path]:
     """Return the key stored in ``<data_dir>/api_key``, creating it (0600) when absent."""
     path = data_dir / API_KEY_FILE
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
@@ -216,7 +216,14 @@ def run(args: argparse.Namespace) -> int:
     )
     _tune_gc()
     line = READY_LINE.format(url=f"http://{shown}:{port}", key_file=key_file)
-    server = make_server(app, on_ready=lambda: print(line, flush=True))
+
+    def ready() -> None:
+        print(line, flush=True)
+        log.info(
+            "collector listening", url=f"http://{shown}:{port}", data_dir=str(settings.data_dir)
+        )
+
+    server = make_server(app, on_ready=ready)
     try:
         asyncio.run(_serve(server, sock))
     finally:

@@ -124,7 +124,7 @@ class SQLiteStorage:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._tables = {name: _Table(name, cols) for name, cols in KINDS.items()}
         self._write_conn = self._connect()
         migrate(self._write_conn)
