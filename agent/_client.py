@@ -41,6 +41,7 @@ from agent._hook_attach import Uploader
 from agent._hook_core import STEP as _STEP
 from agent._hook_core import TOKEN as _TOKEN
 from agent._hook_core import HookCore, StepSpec
+from agent._hook_frozen import FROZEN_EMPTY
 from agent._hook_ids import iso_now, new_step_id
 from agent._hook_managers import StepContextManager, ThreadContextManager
 from agent._hook_sink import SinkHolder, SinkLike
@@ -362,7 +363,8 @@ class BaseLiteralClient(HookCore):
                 output={"content": content},
                 metadata=self._step_metadata(metadata),
                 tags=tags,
-                attachments=list(attachments or ()),
+                scores=FROZEN_EMPTY,
+                attachments=list(attachments) if attachments else FROZEN_EMPTY,
             )
         except Exception as exc:
             self._stats.count("message_failed", error=repr(exc))

@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 
 from agent._context import pop_step, push_step, state_var
+from agent._hook_frozen import FROZEN_EMPTY
 from agent._hook_ids import iso_now, new_step_id
 from agent._hook_scope import Binder
 from agent._hook_sink import SinkHolder
@@ -172,6 +173,10 @@ class HookCore:
             elif has_result and step.output is None and opened[_SPEC].capture_output:
                 step.output = result if isinstance(result, dict) else {"content": result}
             step.end_time = iso_now()
+            if not step.scores:  # handed over: share one frozen empty list (fewer GC objects)
+                step.scores = FROZEN_EMPTY
+            if not step.attachments:
+                step.attachments = FROZEN_EMPTY
             token = opened[_TOKEN]
             if token is not None:
                 try:

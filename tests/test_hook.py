@@ -18,7 +18,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from agent._client import AsyncLiteralClient, LiteralClient
-from agent._models import ChatGeneration, Score, Step, StepType, Thread
+from agent._models import Attachment, ChatGeneration, Score, Step, StepType, Thread
 from agent.pipeline import FlushResult, Pipeline
 
 
@@ -643,3 +643,22 @@ def test_many_os_threads_each_build_their_own_tree(client: LiteralClient, sink: 
         run = steps[step.root_run_id or ""]
         assert run.name == "job" and run.thread_id == step.thread_id
         assert parent.name == ("middle" if step.name == "leaf" else "job")
+
+
+def test_handed_over_steps_are_frozen_harmlessly(client: LiteralClient, sink: MemorySink) -> None:
+    """After its end a step's empty lists are one shared frozen list: a late append changes
+    nothing, raises nothing and is counted; appends made while open are kept."""
+    from agent._hook_frozen import FROZEN_EMPTY, FROZEN_STATS
+
+    before = FROZEN_STATS.get("step_mutated_after_end")
+    with client.step(name="late") as late:
+        pass
+    with client.step(name="kept") as kept:
+        kept.attachments.append(Attachment(name="a.txt", url="https://example.com/a"))
+    late.attachments.append(Attachment(name="too late"))
+    late.scores += [Score(name="too late")]
+    late.attachments.extend([Attachment(name="also late")])
+    assert late.attachments == [] and late.scores == [] and FROZEN_EMPTY == []
+    assert FROZEN_STATS.get("step_mutated_after_end") - before == 3
+    assert [a.name for a in kept.attachments] == ["a.txt"]
+    assert late.to_dict()["attachments"] == [] and sink.steps["late"] is late

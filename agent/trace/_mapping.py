@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
+from agent._hook_frozen import FROZEN_EMPTY
 from agent._hook_ids import iso_from_ns, iso_pair
 from agent._models import (
     ChatGeneration,
@@ -145,6 +146,8 @@ def to_step(  # noqa: PLR0917 - positional on the tracer's hot path
             start_time=start_time,
             end_time=end_time,
             metadata=attributes if type(attributes) is dict else dict(attributes),
+            scores=FROZEN_EMPTY,
+            attachments=FROZEN_EMPTY,
         )
         if parent_id is not None:
             step.parent_id = parent_id
@@ -175,6 +178,8 @@ def to_step(  # noqa: PLR0917 - positional on the tracer's hot path
             end_time=end_time,
             error=error,
             metadata=metadata,
+            scores=FROZEN_EMPTY,
+            attachments=FROZEN_EMPTY,
         )
     return _special_step(
         span,
@@ -249,6 +254,8 @@ def _special_step(
         error=error,
         metadata=metadata,
         tags=tags,
+        scores=FROZEN_EMPTY,
+        attachments=FROZEN_EMPTY,
     )
     if step_type is StepType.LLM and is_llm:
         _attach_generation(step, attributes, span.start_ns, span.end_ns, error)
