@@ -26,7 +26,7 @@ from literalai.observability.generation import ChatGeneration
 from test_storage_backends import PG_SKIP, PG_URL, pg_database
 
 from agent.collector._backends import open_storage
-from agent.collector._storage import ListQuery, Storage, Write
+from agent.collector._storage import Filter, ListQuery, Storage, Write
 
 pytestmark = pytest.mark.skipif(not PG_URL, reason=PG_SKIP)
 
@@ -397,6 +397,26 @@ def test_writes_in_opposite_orders_survive_deadlocks(pg_url: str, tmp_path: Path
     finally:
         for handle in handles:
             handle.close()
+
+
+def test_nul_in_text_is_stored_as_replacement_character(pg_url: str, tmp_path: Path) -> None:
+    """PostgreSQL text cannot hold NUL (SQLite can): it becomes U+FFFD on writes and lookups
+    alike, instead of failing the whole batch; JSON values keep it."""
+    storage = open_storage(pg_url, tmp_path)
+    try:
+        storage.write(
+            [Write("step", [{"id": "n\x00ul", "name": "a\x00b", "metadata": {"k": "x\x00y"}}])]
+        )
+        got = storage.get("step", ["n\x00ul"])["n\ufffdul"]
+        assert got["name"] == "a\ufffdb" and got["metadata"] == {"k": "x\x00y"}
+        flt = (Filter("name", "eq", "a\x00b"),)
+        assert [r["id"] for r in storage.list("step", ListQuery(filters=flt)).items] == [
+            "n\ufffdul"
+        ]
+        storage.write([Write("step", [{"id": "n\x00ul"}], "delete")])
+        assert storage.list("step", ListQuery()).total == 0
+    finally:
+        storage.close()
 
 
 def test_dead_connections_are_replaced(pg_url: str, tmp_path: Path) -> None:

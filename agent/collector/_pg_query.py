@@ -82,11 +82,17 @@ def _condition(expr: str, kind: FieldKind, flt: Filter) -> tuple[str, list[Any]]
     return (f"NOT {sql}" if op in NEGATIVE else sql), params
 
 
+def pg_text(value: str) -> str:
+    """``value`` storable in a PostgreSQL text column: NUL (which PostgreSQL rejects and
+    SQLite keeps) becomes U+FFFD, the same on writes and lookups."""
+    return value.replace("\x00", "\ufffd") if "\x00" in value else value
+
+
 def as_text(value: Any) -> str:
     """A value compared with a text column, converted as SQLite's TEXT affinity does."""
     if isinstance(value, bool):
         return "1" if value else "0"
-    return value if isinstance(value, str) else str(value)
+    return pg_text(value if isinstance(value, str) else str(value))
 
 
 def _as_number(value: Any, flt: Filter) -> float:
@@ -140,7 +146,7 @@ def _scalar_condition(
         return f"{expr} {COMPARE[op]} {param}", [convert(value, flt)]
     if op in ("ilike", "nilike"):
         target = f"CAST({expr} AS TEXT)" if sql_type != "TEXT" else expr
-        pattern = like_pattern(value)
+        pattern = pg_text(like_pattern(value))
         if op == "ilike":
             return f"{target} ILIKE %s ESCAPE ''", [pattern]
         return f"({target} IS NULL OR {target} NOT ILIKE %s ESCAPE '')", [pattern]
@@ -181,13 +187,13 @@ def _json_path_condition(
         if op == "nis":
             cond = f"NOT {cond}"
     elif op in ("ilike", "nilike"):
-        params.append(like_pattern(value))
+        params.append(pg_text(like_pattern(value)))
         if op == "ilike":
             cond = f"{raw} ILIKE %s ESCAPE ''"
         else:
             cond = f"({raw} IS NULL OR {raw} NOT ILIKE %s ESCAPE '')"
     elif op in ("in", "nin"):
-        texts = [v for v in value if isinstance(v, str)]
+        texts = [pg_text(v) for v in value if isinstance(v, str)]
         numbers = [float(v) for v in value if _is_number(v)]
         cond = f"({text} = ANY(%s::text[]) OR {num} = ANY(%s::float8[]))"
         params += [texts, numbers]
@@ -197,7 +203,7 @@ def _json_path_condition(
         if op in ("is", "nis"):
             value = int(value)
         if isinstance(value, str):
-            expr, cast = text, "TEXT"
+            expr, cast, value = text, "TEXT", pg_text(value)
         else:
             expr, cast = num, "DOUBLE PRECISION"
             value = float(value)

@@ -38,7 +38,7 @@ from psycopg_pool import ConnectionPool
 
 from agent._logging import register_secret
 from agent.collector._backends import StorageOpenError
-from agent.collector._pg_query import as_text, order_key, where_clauses
+from agent.collector._pg_query import as_text, order_key, pg_text, where_clauses
 from agent.collector._pg_schema import migrate
 from agent.collector._sqlbase import RowCodec, decode_cursor, encode_cursor
 from agent.collector._sqlite_schema import KINDS, ColumnType, snake
@@ -141,12 +141,14 @@ class _Table(RowCodec):
             f"INSERT INTO {name} ({cols}) VALUES ({marks}) ON CONFLICT (id) DO NOTHING"
         )
         self.delete = f"DELETE FROM {name} WHERE id = ANY(%s::text[])"
-        # Numeric columns get Python numbers of one type (psycopg dumps per value type).
-        self.casts: list[tuple[int, type]] = [
+        # Numeric columns get Python numbers of one type (psycopg dumps per value type);
+        # text columns get str without NUL (see pg_text).
+        self.casts: list[tuple[int, Callable[[Any], Any]]] = [
             (i, int if self.types[k] == "int" else float)
             for i, k in enumerate(self.keys)
             if self.types[k] in ("int", "real")
         ]
+        self.text_positions = [i for i, k in enumerate(self.keys) if self.types[k] == "text"]
 
     def params(self, record: Record, now: str) -> list[Any]:
         row = self.row_params(record, now)
@@ -154,6 +156,13 @@ class _Table(RowCodec):
             value = row[index]
             if value is not None and type(value) is not cast:
                 row[index] = cast(value)
+        for index in self.text_positions:
+            value = row[index]
+            if type(value) is str:
+                if "\x00" in value:
+                    row[index] = pg_text(value)
+            elif value is not None:
+                row[index] = as_text(value)
         return row
 
 
@@ -260,7 +269,7 @@ class PostgresStorage:
 
     def get(self, kind: Kind, ids: Sequence[str]) -> dict[str, Record]:
         table = self._tables[kind]
-        unique = list(dict.fromkeys(ids))
+        unique = [as_text(i) for i in dict.fromkeys(ids)]
         if not unique:
             return {}
         sql = f"{table.select} WHERE t.id = ANY(%s::text[])"
@@ -366,7 +375,7 @@ class PostgresStorage:
                 continue
             table = self._tables[group.kind]
             if group.mode == "delete":
-                ids = list(dict.fromkeys(r["id"] for r in group.records))
+                ids = [as_text(i) for i in dict.fromkeys(r["id"] for r in group.records)]
                 prepared.append((table.delete, [ids], False))
             else:
                 sql = table.merge if group.mode == "merge" else table.insert_missing
