@@ -10,7 +10,12 @@ Per-call latency (each call timed alone with ``perf_counter_ns``; warm-up first;
 * ``hook step (reference)``: the same decorated call with ``literalai.LiteralClient``'s
   ``@client.step`` (its event-processor thread runs; its API is replaced by a counting sink);
 * ``span (OpenTelemetry SDK)``: the same ``with`` block on an SDK ``TracerProvider`` with a
-  ``BatchSpanProcessor`` and a no-op exporter.
+  ``BatchSpanProcessor`` and a no-op exporter;
+* ``decorated call (OpenTelemetry SDK)``: the same function decorated with that tracer's
+  ``@start_as_current_span`` (OpenTelemetry's way to instrument a call; it captures no
+  arguments, ours does).
+
+Our decorated call is compared with both OpenTelemetry rows (the span is the stricter one).
 
 Each run alternates the variants in short blocks (so a busy spell of a shared machine hits
 all of them), each block starting from drained queues; the table shows the medians over
@@ -139,6 +144,10 @@ def build_variants() -> tuple[
         with otel_tracer.start_as_current_span("x"):
             pass
 
+    @otel_tracer.start_as_current_span("otel_step")
+    def otel_step(question: str, k: int = 3) -> str:
+        return question
+
     def counters() -> dict[str, Any]:
         pipeline.flush(timeout=30)
         return {
@@ -158,6 +167,7 @@ def build_variants() -> tuple[
         "hook step (ours)": lambda: ours_step("what is up?"),
         "span (ours)": ours_span,
         "hook step (reference)": lambda: reference_step("what is up?"),
+        "decorated call (OpenTelemetry SDK)": lambda: otel_step("what is up?"),
         "span (OpenTelemetry SDK)": otel_span,
     }
     return variants, counters, settle
@@ -206,6 +216,7 @@ def main(argv: list[str]) -> int:
     }
     comparisons = [
         ("hook step (ours)", "hook step (reference)"),
+        ("hook step (ours)", "decorated call (OpenTelemetry SDK)"),
         ("hook step (ours)", "span (OpenTelemetry SDK)"),
         ("span (ours)", "span (OpenTelemetry SDK)"),
         ("span (ours)", "hook step (reference)"),

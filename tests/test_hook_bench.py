@@ -26,6 +26,10 @@ def test_bench_hook_smoke(tmp_path: Path) -> None:
     assert "| hook step (ours) |" in done.stdout and "peer/ours p99" in done.stdout
     data = json.loads(out.read_text())
     assert set(data["results"]) == {
-        "hook step (ours)", "span (ours)", "hook step (reference)", "span (OpenTelemetry SDK)"
+        "hook step (ours)",
+        "span (ours)",
+        "hook step (reference)",
+        "decorated call (OpenTelemetry SDK)",
+        "span (OpenTelemetry SDK)",
     }
-    assert len(data["ratios"]) == 4 and data["side"]["ours_exported_steps"] > 0
+    assert len(data["ratios"]) == 5 and data["side"]["ours_exported_steps"] > 0
