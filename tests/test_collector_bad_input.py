@@ -206,3 +206,32 @@ def test_deeply_nested_query_is_rejected(collector: CollectorThread) -> None:
         nested = f"id thread {{ steps {{ {nested} }} }}"
     result = _gql(collector, f'query {{ step(id: "x") {{ {nested} }} }}')
     assert "nested deeper than" in result["errors"][0]["message"]
+
+
+def test_create_scores_fast_path_matches_graphql_core(tmp_path: Path) -> None:
+    """CreateScores through the fast path and through graphql-core: same answers (ids aside)."""
+    scores: list[dict[str, Any]] = [
+        {"name": "a", "type": "AI", "value": 1, "stepId": "s", "comment": None, "tags": ["x"]},
+        {"name": "b", "type": "HUMAN", "value": 0.5, "label": "L", "datasetExperimentItemId": "i"},
+    ]
+    query = create_scores_query_builder(scores)
+    variables = {f"{k}_{i}": v for i, score in enumerate(scores) for k, v in score.items()}
+    answers = []
+    for fast in (True, False):
+        storage = open_sqlite(tmp_path / str(fast))
+        service = GraphQLService(storage, fast_paths=fast)
+        ctx = RequestContext(storage, "prod", "http://x", lambda key: key)
+        answer = service.run(query, dict(variables), ctx)
+        for value in answer["data"].values():
+            assert value.pop("id")
+        answers.append(answer)
+        storage.close()
+    assert answers[0] == answers[1]
+    assert answers[0]["data"]["score_1"] == {
+        "name": "b",
+        "type": "HUMAN",
+        "value": 0.5,
+        "label": "L",
+        "comment": None,
+        "scorer": None,
+    }
