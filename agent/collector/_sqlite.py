@@ -53,6 +53,9 @@ _PRAGMAS = (
     "PRAGMA foreign_keys=OFF",
     "PRAGMA cache_size=-65536",  # 64 MiB page cache per connection (upper bound)
     "PRAGMA temp_store=MEMORY",
+    # Memory-mapped reads of the database file (B-tree pages without read() copies):
+    # measured ~25% less server CPU per ingested step.
+    "PRAGMA mmap_size=268435456",
     "PRAGMA wal_autocheckpoint=16000",  # 128 MiB of WAL between checkpoints: pages rewritten
     # by several batches are copied back once (measured ~1.5x faster ingest than 4000)
     "PRAGMA journal_size_limit=67108864",
