@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 import structlog
 
-from agent.pipeline._events import Event, normalize
+from agent.pipeline._events import KIND_KEY, Event, normalize
 from agent.pipeline._stats import Counters, DropReason
 
 __all__ = [
@@ -88,6 +88,7 @@ class Batch:
     nbytes: int
     seq_end: int = -1  # queue sequence just past the last event; -1 for spool replays
     refs: list[Any] = field(default_factory=list)  # spool RecordRefs (replays)
+    threads: int | None = None  # thread upserts among the events (None: unknown)
     cancel: Any = None  # the anyio CancelScope of its send, while in flight
 
     def record(self) -> bytes:
@@ -119,6 +120,7 @@ class BatchBuilder:
         self.preprocess = preprocess
         self._events: list[Event] = []
         self._bytes = 0  # estimated msgpack bytes of the partial batch
+        self._threads = 0  # thread upserts in the partial batch
         self.measured_bytes = 0  # since the last take_measure()
         self.measured_count = 0
         #: in-memory size of a queued item / its msgpack size (EWMA over samples)
@@ -146,6 +148,7 @@ class BatchBuilder:
         if event is None:
             self.counters.drop(DropReason.INVALID)
             return None
+        thread = 1 if KIND_KEY in event else 0
         self._until_sample -= 1
         if self._until_sample <= 0:
             self._until_sample = _SAMPLE_EVERY
@@ -163,9 +166,11 @@ class BatchBuilder:
             full = self._close(seq - 1)
             self._events.append(event)
             self._bytes = size
+            self._threads = thread
             return full
         self._events.append(event)
         self._bytes += size
+        self._threads += thread
         if len(self._events) >= self.batch_size or self._bytes >= self.batch_bytes:
             return self._close(seq)
         return None
@@ -177,9 +182,10 @@ class BatchBuilder:
         return self._close(seq)
 
     def _close(self, seq: int) -> Batch:
-        batch = Batch(self._events, None, self._bytes, seq)
+        batch = Batch(self._events, None, self._bytes, seq, threads=self._threads)
         self._events = []
         self._bytes = 0
+        self._threads = 0
         if self.preprocess is not None:
             self.preprocess_failing = apply_preprocess(
                 batch, self.preprocess, self.counters, log_failure=not self.preprocess_failing

@@ -29,7 +29,7 @@ from agent._exceptions import (
     LiteralError,
     RequestTooLargeError,
 )
-from agent.pipeline._events import Event, is_thread
+from agent.pipeline._events import KIND_KEY, THREAD, Event
 from agent.pipeline._exporter import Exporter
 from agent.pipeline._retry import RetryPolicy, is_retryable, make_retrying
 
@@ -97,12 +97,22 @@ class Delivery:
         self.exporter_error: str | None = None
 
     async def deliver(
-        self, events: list[Event], outcome: Outcome, *, retry: bool = True, nbytes: int = 0
+        self,
+        events: list[Event],
+        outcome: Outcome,
+        *,
+        retry: bool = True,
+        nbytes: int = 0,
+        threads_in: int | None = None,
     ) -> None:
         """Steps in ``send_steps`` chunks of at most ``batch_size`` events and about
-        ``batch_bytes`` (``nbytes``: their encoded size, when known), then thread upserts."""
-        steps = [e for e in events if not is_thread(e)]
-        threads = [e for e in events if is_thread(e)] if len(steps) != len(events) else []
+        ``batch_bytes`` (``nbytes``: their encoded size, when known), then thread upserts
+        (``threads_in``: how many thread events there are, when known)."""
+        if threads_in is None or threads_in:
+            steps = [e for e in events if e.get(KIND_KEY) != THREAD]
+            threads = [e for e in events if e.get(KIND_KEY) == THREAD]
+        else:  # the batcher counted none: no need to look
+            steps, threads = events, []
         chunk = self.batch_size
         if nbytes and events:
             chunk = max(1, min(chunk, self.batch_bytes * len(events) // nbytes))

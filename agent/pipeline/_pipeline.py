@@ -13,10 +13,9 @@ import math
 import os
 import threading
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import msgspec
 import structlog
@@ -29,6 +28,9 @@ from agent.pipeline._queue import SUPPRESS, EventQueue, FlushMarker
 from agent.pipeline._settings import Settings
 from agent.pipeline._stats import Counters, DropReason, PipelineStats
 from agent.pipeline._worker import Worker
+
+if TYPE_CHECKING:
+    from agent._config import AgentConfig
 
 __all__ = ["FlushResult", "Pipeline", "Sink"]
 
@@ -68,7 +70,9 @@ class Sink(Protocol):
     def shutdown(self, timeout: float | None = None) -> FlushResult: ...
 
 
-_LIVE: weakref.WeakSet[Pipeline] = weakref.WeakSet()
+#: started-or-startable pipelines, until shut down: strong references, so that a pipeline
+#: nobody holds any more is still flushed at exit (its worker thread is running anyway)
+_LIVE: set[Pipeline] = set()
 _ABANDONED: list[Any] = []  # a forked child's copies of its parent's workers: never touched
 
 
@@ -101,7 +105,7 @@ class Pipeline:
 
     def __init__(
         self,
-        config: Any = None,
+        config: AgentConfig | None = None,
         *,
         api_key: str | None = None,
         url: str | None = None,

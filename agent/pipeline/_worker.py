@@ -375,7 +375,7 @@ class Worker:
         try:
             with anyio.CancelScope() as scope:
                 batch.cancel = scope
-                await self.delivery.deliver(batch.events, outcome)
+                await self.delivery.deliver(batch.events, outcome, threads_in=batch.threads)
             if scope.cancelled_caught:
                 outcome = Outcome.kept(batch.events)
             self._finish_fresh(batch, outcome)
