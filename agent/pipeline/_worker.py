@@ -294,23 +294,12 @@ class Worker:
         size = builder.batch_size
         queue = self.queue
         while len(out) < max_batches:
-            items = queue.take(size - len(builder) if len(builder) < size else size)
+            want = size * (max_batches - len(out)) - len(builder)
+            items = queue.take(max(1, want))
             if not items:
                 break
-            for item in items:
-                if type(item) is FlushMarker:
-                    batch = builder.close(self._seq)
-                    if batch is not None:
-                        out.append(batch)
-                    with self.markers_lock:
-                        item.seq_end = self._seq
-                        self._markers_waiting -= 1
-                    self._reached.append(item)
-                    continue
-                self._seq += 1
-                batch = builder.add(item, self._seq)
-                if batch is not None:
-                    out.append(batch)
+            batches, self._seq = builder.extend(items, self._seq, self._marker_reached)
+            out.extend(batches)
         if close_partial and len(out) < max_batches:
             batch = builder.close(self._seq)
             if batch is not None:
@@ -320,6 +309,12 @@ class Worker:
         queue.observe_sizes(measured, count)
         queue.wake_at = max(1, min(size, queue.limit))
         return out
+
+    def _marker_reached(self, marker: FlushMarker, seq: int) -> None:
+        with self.markers_lock:
+            marker.seq_end = seq
+            self._markers_waiting -= 1
+        self._reached.append(marker)
 
     def _pump(self, now: float) -> None:
         queue = self.queue
