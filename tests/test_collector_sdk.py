@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -19,6 +21,14 @@ from agent.testing import CollectorThread
 def api(collector: CollectorThread) -> LiteralAPI:
     """A sync SDK client bound to the session collector."""
     return LiteralAPI(api_key=collector.api_key, url=collector.url)
+
+
+@pytest.fixture
+def quiet_deprecations() -> Iterator[None]:
+    """Silence the DeprecationWarning of SDK aliases that a test calls on purpose."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
 
 
 def _uid(prefix: str) -> str:
@@ -320,8 +330,7 @@ def test_datasets_items_experiments(api: LiteralAPI) -> None:
     assert api.get_dataset(name="missing-" + name) is None
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # deprecated SDK aliases on purpose
-def test_prompts(api: LiteralAPI, collector: CollectorThread) -> None:
+def test_prompts(quiet_deprecations: None, api: LiteralAPI, collector: CollectorThread) -> None:
     """Lineages, versions (de-dup), get_prompt by id/name/version, variants, A/B rollouts."""
     name = _uid("prompt")
     lineage = api.get_or_create_prompt_lineage(name, "desc")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+import warnings
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -14,6 +16,14 @@ from literalai.observability.step import Score
 from agent.testing import CollectorThread
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def quiet_deprecations() -> Iterator[None]:
+    """Silence the DeprecationWarning of SDK aliases that a test calls on purpose."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
 
 
 @pytest.fixture
@@ -79,8 +89,7 @@ async def test_async_scores_attachments_generations(aapi: AsyncLiteralAPI) -> No
     assert page.data[0].id == gen.id
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # deprecated SDK aliases on purpose
-async def test_async_datasets_prompts(aapi: AsyncLiteralAPI) -> None:
+async def test_async_datasets_prompts(quiet_deprecations: None, aapi: AsyncLiteralAPI) -> None:
     """Datasets, items, experiments (and items), prompts, variants, rollouts, project id."""
     name = f"ads-{uuid.uuid4().hex[:8]}"
     dataset = await aapi.create_dataset(name)
