@@ -10,7 +10,8 @@ from pathlib import Path
 
 def _names() -> list[str]:
     here = Path(__file__).parent
-    return sorted(m.name[len("bench_") :] for m in pkgutil.iter_modules([str(here)]) if m.name.startswith("bench_"))
+    modules = pkgutil.iter_modules([str(here)])
+    return sorted(m.name[len("bench_") :] for m in modules if m.name.startswith("bench_"))
 
 
 def main(argv: list[str]) -> int:
