@@ -136,6 +136,28 @@ def test_command_reads_keys_from_config_file(tmp_path: Path) -> None:
     assert "cfg-key-1" not in err
 
 
+def test_unreachable_database_exits_with_one_line_without_password(tmp_path: Path) -> None:
+    """A PostgreSQL URL nobody listens on: non-zero exit, one stderr line, no password."""
+    pytest.importorskip("psycopg")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LITERAL_AGENT_")}
+    env["LITERAL_AGENT_COLLECTOR_DATABASE_URL"] = "postgresql://u:secretpw@127.0.0.1:1/x"
+    env["LITERAL_AGENT_COLLECTOR_API_KEYS"] = "k"
+    done = subprocess.run(
+        [sys.executable, "-m", "agent", "collector", "--port", "0", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        check=False,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("literal-agent collector: ")
+    assert "127.0.0.1" in lines[0] and "Traceback" not in done.stderr
+    assert "secretpw" not in done.stderr + done.stdout
+
+
 def test_every_sdk_method_is_exercised() -> None:
     """Each public method of LiteralAPI/AsyncLiteralAPI is called by the SDK test modules."""
     import inspect

@@ -121,13 +121,19 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 def open_storage(settings: CollectorSettings) -> Any:
-    """The storage named by ``database_url`` (default: SQLite file in the data dir)."""
+    """The storage named by ``database_url`` (default: SQLite file in the data dir).
+
+    An unusable URL or an unreachable database ends the command with a one-line message
+    (no traceback; the URL's password is already redacted by the backend).
+    """
+    from agent.collector._backends import StorageOpenError
     from agent.collector._backends import open_storage as open_backend
 
     try:
         return open_backend(settings.database_url, settings.data_dir)
-    except ValueError as exc:
-        raise SystemExit(f"literal-agent collector: {exc}") from None
+    except (ValueError, StorageOpenError) as exc:
+        message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        raise SystemExit(f"literal-agent collector: {message}") from None
 
 
 def make_server(app: Any, on_ready: Callable[[], None] | None = None) -> Any:
