@@ -24,6 +24,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import signal
 import socket
 import statistics
 import subprocess
@@ -204,8 +205,8 @@ def run_ours(
         spool_directory=tmp / f"spool-{prefix}",
         dead_letter=tmp / "dead-letter.jsonl",
         # room for the whole burst: this measures delivery, not the memory-full spill
-        max_queue_events=max(100_000, n),
-        max_queue_bytes=max(64 << 20, n * 4000),
+        max_queue_events=max(100_000, 3 * n),
+        max_queue_bytes=max(64 << 20, n * 8000),
         **(TUNED if tuned else {}),  # type: ignore[arg-type]
     )
     p = Pipeline(settings=settings)
@@ -419,6 +420,8 @@ def main(argv: list[str]) -> int:
 
     from agent.testing import CollectorProcess
 
+    # SIGTERM (timeout, kill) must still stop the sink and collector processes
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sink = CountingSink()
     tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     collector = CollectorProcess(tmp / "collector", api_key="bench-key").start()

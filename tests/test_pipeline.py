@@ -119,9 +119,11 @@ def test_contract_names() -> None:
         assert key in d
 
 
-def test_delivers_every_kind(collector: CollectorThread, make: Callable[..., Pipeline]) -> None:
+def test_delivers_every_kind(
+    sqlite_collector: CollectorThread, make: Callable[..., Pipeline]
+) -> None:
     """Steps (llm with generation, messages), step dicts, scores and threads all arrive."""
-    p = make(collector.url)
+    p = make(sqlite_collector.url)
     thread_id = str(uuid.uuid4())
     llm = Step(
         name="gpt",
@@ -151,7 +153,7 @@ def test_delivers_every_kind(collector: CollectorThread, make: Callable[..., Pip
     assert p.enqueue(score) and p.enqueue(score_dict)
     assert p.flush(10).delivered == 2
 
-    api = LiteralAPI(api_key=collector.api_key, url=collector.url)
+    api = LiteralAPI(api_key=sqlite_collector.api_key, url=sqlite_collector.url)
     got = api.get_step(llm.id)
     assert got is not None and got.generation is not None and got.generation.model == "gpt-4o"
     assert [s.name for s in got.scores] == ["quality"]
@@ -165,10 +167,10 @@ def test_delivers_every_kind(collector: CollectorThread, make: Callable[..., Pip
 
 
 def test_invalid_items_are_counted_not_raised(
-    collector: CollectorThread, make: Callable[..., Pipeline]
+    sqlite_collector: CollectorThread, make: Callable[..., Pipeline]
 ) -> None:
     """Garbage never raises into the caller: it is accepted, then dropped and counted."""
-    p = make(collector.url)
+    p = make(sqlite_collector.url)
     for junk in (object(), 42, {"no": "id"}, Score(name="orphan"), {"__kind__": "what", "id": "x"}):
         assert p.enqueue(junk) is True
     p.enqueue({"id": str(uuid.uuid4()), "name": "fine"})
@@ -227,11 +229,11 @@ def test_bounded_by_bytes(tmp_path: Path) -> None:
 
 
 def test_blocking_policy_waits_for_room(
-    collector: CollectorThread, make: Callable[..., Pipeline]
+    sqlite_collector: CollectorThread, make: Callable[..., Pipeline]
 ) -> None:
     """``block``: a full queue makes the producer wait (bounded) until the worker drains it."""
     p = make(
-        collector.url,
+        sqlite_collector.url,
         max_queue_events=50,
         overflow=OverflowPolicy.BLOCK,
         block_timeout=5.0,
@@ -240,10 +242,10 @@ def test_blocking_policy_waits_for_room(
     ids = [str(uuid.uuid4()) for _ in range(500)]
     assert all(p.enqueue({"id": i, "name": "b"}) for i in ids)
     assert p.flush(10).timed_out is False
-    assert stored(collector.data_dir, ids) == set(ids)
+    assert stored(sqlite_collector.data_dir, ids) == set(ids)
 
 
-def test_preprocess_hook(collector: CollectorThread, make: Callable[..., Pipeline]) -> None:
+def test_preprocess_hook(sqlite_collector: CollectorThread, make: Callable[..., Pipeline]) -> None:
     """The hook sees each batch's step dicts; its result is what is sent (and spooled)."""
     seen: list[int] = []
 
@@ -251,18 +253,18 @@ def test_preprocess_hook(collector: CollectorThread, make: Callable[..., Pipelin
         seen.append(len(steps))
         return [{**s, "input": {"content": "[REDACTED]"}} for s in steps]
 
-    p = make(collector.url, preprocess=redact)
+    p = make(sqlite_collector.url, preprocess=redact)
     step = Step(name="pii", input={"content": "my card is 4111"})
     p.enqueue(step)
     p.flush(10)
-    got = LiteralAPI(api_key=collector.api_key, url=collector.url).get_step(step.id)
+    got = LiteralAPI(api_key=sqlite_collector.api_key, url=sqlite_collector.url).get_step(step.id)
     assert got is not None and got.input == {"content": "[REDACTED]"}
     assert seen == [1]
 
 
 @pytest.mark.parametrize("bad", ["raise", "none", "not-a-list"])
 def test_preprocess_failure_sends_original(
-    collector: CollectorThread, make: Callable[..., Pipeline], bad: str
+    sqlite_collector: CollectorThread, make: Callable[..., Pipeline], bad: str
 ) -> None:
     """A hook that raises or returns junk keeps the original batch; counted."""
 
@@ -271,20 +273,20 @@ def test_preprocess_failure_sends_original(
             raise RuntimeError("boom")
         return None if bad == "none" else "junk"
 
-    p = make(collector.url, preprocess=hook)
+    p = make(sqlite_collector.url, preprocess=hook)
     ids = [str(uuid.uuid4()) for _ in range(3)]
     for i in ids:
         p.enqueue({"id": i, "name": "orig"})
     assert p.flush(10).delivered == 3
-    assert stored(collector.data_dir, ids) == set(ids)
+    assert stored(sqlite_collector.data_dir, ids) == set(ids)
     assert p.stats().preprocess_errors >= 1
 
 
 def test_per_step_failures_go_to_dead_letter(
-    collector: CollectorThread, make: Callable[..., Pipeline], tmp_path: Path
+    sqlite_collector: CollectorThread, make: Callable[..., Pipeline], tmp_path: Path
 ) -> None:
     """``ok: false`` for one alias: that step is dead-lettered (0600), the rest delivered."""
-    p = make(collector.url)
+    p = make(sqlite_collector.url)
     good = [str(uuid.uuid4()) for _ in range(4)]
     bad = str(uuid.uuid4())
     for i in good[:2]:
@@ -294,7 +296,7 @@ def test_per_step_failures_go_to_dead_letter(
         p.enqueue({"id": i, "name": "ok"})
     result = p.flush(10)
     assert (result.delivered, result.dropped) == (4, 1)
-    assert stored(collector.data_dir, good) == set(good)
+    assert stored(sqlite_collector.data_dir, good) == set(good)
     path = tmp_path / "dead-letter.jsonl"
     entries = DeadLetterFile(path).read()
     assert [e["event"]["id"] for e in entries] == [bad]
@@ -304,7 +306,7 @@ def test_per_step_failures_go_to_dead_letter(
 
 
 def test_flush_with_backend_down_spools_by_deadline(
-    collector: CollectorThread, make: Callable[..., Pipeline], tmp_path: Path
+    sqlite_collector: CollectorThread, make: Callable[..., Pipeline], tmp_path: Path
 ) -> None:
     """Backend unreachable: flush returns by its deadline, everything is in the spool;
     the next pipeline on the same spool delivers it all."""
@@ -322,11 +324,11 @@ def test_flush_with_backend_down_spools_by_deadline(
     assert p.stats().backend_up is False
     p.shutdown(1.0)
 
-    q = make(collector.url)
+    q = make(sqlite_collector.url)
     assert q.wait_ready(10)
     wait_for(lambda: q.stats().spool_records == 0)
     q.flush(5)
-    assert stored(collector.data_dir, ids) == set(ids)
+    assert stored(sqlite_collector.data_dir, ids) == set(ids)
     assert q.stats().replayed == 1000
 
 
@@ -378,9 +380,9 @@ def test_enqueue_is_cheap_while_backend_stalls(tmp_path: Path) -> None:
 
 
 def test_shutdown_is_idempotent_and_refuses_later_items(
-    collector: CollectorThread, make: Callable[..., Pipeline]
+    sqlite_collector: CollectorThread, make: Callable[..., Pipeline]
 ) -> None:
-    p = make(collector.url)
+    p = make(sqlite_collector.url)
     p.enqueue({"id": str(uuid.uuid4())})
     first = p.shutdown(5)
     assert first.delivered == 1 and not first.timed_out
@@ -389,13 +391,13 @@ def test_shutdown_is_idempotent_and_refuses_later_items(
     assert p.stats().dropped == {DropReason.SHUTDOWN: 1}
 
 
-def test_enqueue_durable(collector: CollectorThread, make: Callable[..., Pipeline]) -> None:
+def test_enqueue_durable(sqlite_collector: CollectorThread, make: Callable[..., Pipeline]) -> None:
     """Durable mode: returns once the spool has fsynced; delivery happens by replay."""
-    p = make(collector.url)
+    p = make(sqlite_collector.url)
     ids = [str(uuid.uuid4()) for _ in range(50)]
     assert p.enqueue_durable([{"id": i, "name": "durable"} for i in ids])
     wait_for(lambda: p.stats().replayed == 50)
-    assert stored(collector.data_dir, ids) == set(ids)
+    assert stored(sqlite_collector.data_dir, ids) == set(ids)
 
 
 def test_no_api_key_keeps_events(

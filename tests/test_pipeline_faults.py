@@ -28,8 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def proxy(collector: CollectorThread) -> Iterator[FaultProxy]:
-    with FaultProxy(collector.port) as running:
+def proxy(sqlite_collector: CollectorThread) -> Iterator[FaultProxy]:
+    with FaultProxy(sqlite_collector.port) as running:
         yield running
 
 
@@ -72,7 +72,7 @@ def test_collector_process_restarted_mid_stream(tmp_path: Path) -> None:
 
 
 def test_proxy_429_honours_retry_after_and_503_retries(
-    tmp_path: Path, collector: CollectorThread, proxy: FaultProxy
+    tmp_path: Path, sqlite_collector: CollectorThread, proxy: FaultProxy
 ) -> None:
     """429 with Retry-After waits that long; 503 is retried with backoff; all delivered."""
     p = Pipeline(
@@ -91,13 +91,13 @@ def test_proxy_429_honours_retry_after_and_503_retries(
     records = proxy.snapshot()
     assert [r.status for r in records[:4]] == [429, 503, 503, 200]
     assert records[1].time - records[0].time >= 0.29
-    assert stored(collector.data_dir, produced) == set(produced)
+    assert stored(sqlite_collector.data_dir, produced) == set(produced)
     assert p.stats().retried == 3
     p.shutdown(2)
 
 
 def test_proxy_resets_and_stalls(
-    tmp_path: Path, collector: CollectorThread, proxy: FaultProxy
+    tmp_path: Path, sqlite_collector: CollectorThread, proxy: FaultProxy
 ) -> None:
     """Connection resets and a stalled request (client timeout) are retried; nothing lost."""
     from agent._config import ClientConfig
@@ -117,13 +117,13 @@ def test_proxy_resets_and_stalls(
         p.enqueue({"id": i})
     result = p.flush(15)
     assert (result.delivered, result.timed_out) == (100, False)
-    assert stored(collector.data_dir, produced) == set(produced)
+    assert stored(sqlite_collector.data_dir, produced) == set(produced)
     assert p.stats().retried >= 3
     p.shutdown(2)
 
 
 def test_proxy_413_splits_batches(
-    tmp_path: Path, collector: CollectorThread, proxy: FaultProxy
+    tmp_path: Path, sqlite_collector: CollectorThread, proxy: FaultProxy
 ) -> None:
     """413 splits the batch in halves until each half fits; nothing is sent twice."""
     proxy.set_default(TooLarge(20_000))
@@ -132,14 +132,14 @@ def test_proxy_413_splits_batches(
     for i in produced:
         p.enqueue({"id": i, "input": {"content": "x" * 1000}})
     assert p.flush(10).delivered == 64
-    assert stored(collector.data_dir, produced) == set(produced)
+    assert stored(sqlite_collector.data_dir, produced) == set(produced)
     assert ids_once(proxy.forwarded_ids(), produced) == []
     assert any(r.status == 413 for r in proxy.snapshot())
     p.shutdown(2)
 
 
 def test_single_step_too_large_is_dead_lettered(
-    tmp_path: Path, collector: CollectorThread, proxy: FaultProxy
+    tmp_path: Path, sqlite_collector: CollectorThread, proxy: FaultProxy
 ) -> None:
     proxy.set_default(TooLarge(5_000))
     p = Pipeline(settings=settings(tmp_path, proxy.url, batch_size=8))
@@ -154,9 +154,11 @@ def test_single_step_too_large_is_dead_lettered(
     p.shutdown(2)
 
 
-def test_auth_error_is_not_retried_but_spooled(tmp_path: Path, collector: CollectorThread) -> None:
+def test_auth_error_is_not_retried_but_spooled(
+    tmp_path: Path, sqlite_collector: CollectorThread
+) -> None:
     """401: no retry; the events wait in the spool (the key may be fixed), nothing dropped."""
-    p = Pipeline(settings=settings(tmp_path, collector.url, api_key="wrong-key"))
+    p = Pipeline(settings=settings(tmp_path, sqlite_collector.url, api_key="wrong-key"))
     for i in ids(5):
         p.enqueue({"id": i})
     result = p.flush(5)
@@ -219,19 +221,19 @@ def replay_into(tmp_path: Path, collector: CollectorThread, spool: Path) -> Pipe
 
 
 def test_plain_exit_without_flush_delivers_everything(
-    tmp_path: Path, collector: CollectorThread
+    tmp_path: Path, sqlite_collector: CollectorThread
 ) -> None:
     proc = run_producer(
-        tmp_path, collector.url, str(tmp_path / "spool"), "exit-up", "2000", "exit", "15"
+        tmp_path, sqlite_collector.url, str(tmp_path / "spool"), "exit-up", "2000", "exit", "15"
     )
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     produced = [f"exit-up-{i}" for i in range(2000)]
-    assert len(stored(collector.data_dir, produced)) == len(produced), out + err
+    assert len(stored(sqlite_collector.data_dir, produced)) == len(produced), out + err
 
 
 def test_exit_with_backend_down_is_bounded_then_replayed(
-    tmp_path: Path, collector: CollectorThread
+    tmp_path: Path, sqlite_collector: CollectorThread
 ) -> None:
     spool = tmp_path / "spool"
     start = time.monotonic()
@@ -242,12 +244,14 @@ def test_exit_with_backend_down_is_bounded_then_replayed(
     assert proc.returncode == 0, err
     assert time.monotonic() - start < 2.0 + 2.0  # shutdown_timeout + interpreter start-up
     produced = [f"exit-down-{i}" for i in range(5000)]
-    p = replay_into(tmp_path, collector, spool)
-    assert stored(collector.data_dir, produced) == set(produced)
+    p = replay_into(tmp_path, sqlite_collector, spool)
+    assert stored(sqlite_collector.data_dir, produced) == set(produced)
     p.shutdown(2)
 
 
-def test_sigkill_while_spilling_then_replay(tmp_path: Path, collector: CollectorThread) -> None:
+def test_sigkill_while_spilling_then_replay(
+    tmp_path: Path, sqlite_collector: CollectorThread
+) -> None:
     """SIGKILL a producer in the middle of spilling: what it had spooled is delivered by
     the next run (the torn tail is truncated on recovery)."""
     spool = tmp_path / "spool"
@@ -275,9 +279,9 @@ def test_sigkill_while_spilling_then_replay(tmp_path: Path, collector: Collector
         watchdog.cancel()
         proc.kill()
         proc.wait(10)
-    p = replay_into(tmp_path, collector, spool)
+    p = replay_into(tmp_path, sqlite_collector, spool)
     produced = [f"killed-{i}" for i in range(3000)]
-    assert stored(collector.data_dir, produced) == set(produced)
+    assert stored(sqlite_collector.data_dir, produced) == set(produced)
     assert p.stats().replayed > 3000
     p.shutdown(2)
 
@@ -294,7 +298,7 @@ def spill_offline(tmp_path: Path, spool: Path, produced: list[str], **kw: Any) -
 
 
 def test_corrupted_segment_is_skipped_and_counted(
-    tmp_path: Path, collector: CollectorThread
+    tmp_path: Path, sqlite_collector: CollectorThread
 ) -> None:
     spool = tmp_path / "spool"
     produced = ids(1000)
@@ -305,10 +309,10 @@ def test_corrupted_segment_is_skipped_and_counted(
     middle = len(data) // 2
     data[middle] ^= 0xFF  # flip a byte inside one record
     segments[0].write_bytes(bytes(data))
-    p = Pipeline(settings=settings(tmp_path, collector.url, spool_directory=spool))
+    p = Pipeline(settings=settings(tmp_path, sqlite_collector.url, spool_directory=spool))
     assert p.wait_ready(10)
     wait_for(lambda: p.stats().spool_records == 0, timeout=20)
-    delivered = stored(collector.data_dir, produced)
+    delivered = stored(sqlite_collector.data_dir, produced)
     # one record (up to 4 batches of 100 spilled together) lost, the rest replayed
     assert 600 <= len(delivered) < 1000
     assert p.stats().spool_corrupt == 1
@@ -329,7 +333,9 @@ def test_full_spool_drops_are_counted(tmp_path: Path) -> None:
     assert p.stats().spilled == 3000  # accepted by the spool, some later evicted at its cap
 
 
-def test_fork_mid_stream(tmp_path: Path, collector: CollectorThread, proxy: FaultProxy) -> None:
+def test_fork_mid_stream(
+    tmp_path: Path, sqlite_collector: CollectorThread, proxy: FaultProxy
+) -> None:
     """Fork while events are queued: the child gets a fresh, empty pipeline; nothing is
     sent twice; parent's and child's events all arrive."""
     p = Pipeline(settings=settings(tmp_path, proxy.url, batch_size=50))
@@ -356,13 +362,13 @@ def test_fork_mid_stream(tmp_path: Path, collector: CollectorThread, proxy: Faul
     assert p.flush(10).timed_out is False
     produced = before + after + child_ids
     assert ids_once(proxy.forwarded_ids(), produced) == []
-    assert stored(collector.data_dir, produced) == set(produced)
+    assert stored(sqlite_collector.data_dir, produced) == set(produced)
     p.shutdown(2)
 
 
-def test_concurrent_producers(tmp_path: Path, collector: CollectorThread) -> None:
+def test_concurrent_producers(tmp_path: Path, sqlite_collector: CollectorThread) -> None:
     """Many threads enqueue at once: counts add up, everything delivered once."""
-    p = Pipeline(settings=settings(tmp_path, collector.url, batch_size=200))
+    p = Pipeline(settings=settings(tmp_path, sqlite_collector.url, batch_size=200))
     per_thread = [ids(2000) for _ in range(4)]
 
     def produce(chunk: list[str]) -> None:
@@ -376,13 +382,13 @@ def test_concurrent_producers(tmp_path: Path, collector: CollectorThread) -> Non
         t.join()
     assert p.flush(20).timed_out is False
     flat = [i for c in per_thread for i in c]
-    assert stored(collector.data_dir, flat) == set(flat)
+    assert stored(sqlite_collector.data_dir, flat) == set(flat)
     assert p.stats().enqueued == 8000
     p.shutdown(2)
 
 
 def test_replay_is_oldest_first_and_before_new_data(
-    tmp_path: Path, collector: CollectorThread, proxy: FaultProxy
+    tmp_path: Path, sqlite_collector: CollectorThread, proxy: FaultProxy
 ) -> None:
     """Spooled events go out in the order they were produced, before anything new."""
     spool = tmp_path / "spool"
@@ -400,14 +406,14 @@ def test_replay_is_oldest_first_and_before_new_data(
     p.shutdown(2)
 
 
-def test_pipeline_from_agent_config(tmp_path: Path, collector: CollectorThread) -> None:
+def test_pipeline_from_agent_config(tmp_path: Path, sqlite_collector: CollectorThread) -> None:
     """``Pipeline(config)`` reads every knob from the agent configuration."""
     from agent._config import load_config
 
     config = load_config(
         env={
-            "LITERAL_API_KEY": collector.api_key,
-            "LITERAL_API_URL": collector.url,
+            "LITERAL_API_KEY": sqlite_collector.api_key,
+            "LITERAL_API_URL": sqlite_collector.url,
             "LITERAL_AGENT_PIPELINE_BATCH_SIZE": "7",
             "LITERAL_AGENT_PIPELINE_OVERFLOW": "drop_newest",
             "LITERAL_AGENT_SPOOL_DIRECTORY": str(tmp_path / "spool"),
@@ -426,5 +432,5 @@ def test_pipeline_from_agent_config(tmp_path: Path, collector: CollectorThread) 
         p.enqueue({"id": i})
     assert p.flush(10).delivered == 20
     assert p.stats().batches == 3
-    assert stored(collector.data_dir, produced) == set(produced)
+    assert stored(sqlite_collector.data_dir, produced) == set(produced)
     p.shutdown(2)
