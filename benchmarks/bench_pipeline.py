@@ -250,7 +250,8 @@ def run_reference(url: str, api_key: str, n: int, prefix: str, acked: Any) -> di
     from literalai.api import LiteralAPI
     from literalai.event_processor import EventProcessor
 
-    processor = EventProcessor(api=LiteralAPI(api_key=api_key, url=url), batch_size=5)
+    # Any: the reference is untyped (StepDict vs our plain dicts)
+    processor: Any = EventProcessor(api=LiteralAPI(api_key=api_key, url=url), batch_size=5)
     base = acked()
     for i in range(10):  # warm-up
         processor.add_event(make_event(i, prefix + "-warm"))
