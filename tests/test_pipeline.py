@@ -411,3 +411,46 @@ def test_no_api_key_keeps_events(
     result = p.flush(2)
     assert (result.spooled, result.dropped) == (10, 0)
     assert p.stats().dead_lettered == 0
+
+
+def test_partial_batch_goes_out_after_flush_interval(
+    collector: CollectorThread, make: Callable[..., Pipeline]
+) -> None:
+    """Fewer events than a batch, no flush: they leave once flush_interval has passed."""
+    p = make(collector.url, batch_size=1000, flush_interval=0.05)
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+    for i in ids:
+        p.enqueue({"id": i})
+    wait_for(lambda: p.stats().sent == 3)
+    assert stored(collector.data_dir, ids) == set(ids)
+    assert p.stats().batches == 1
+
+
+def test_retry_policy_backoff_and_classification() -> None:
+    """Exponential backoff capped at max_backoff plus jitter; what is retried and what not."""
+    from agent._exceptions import (
+        AuthenticationError,
+        BadRequestError,
+        RateLimitedError,
+        RequestTooLargeError,
+        ServerError,
+        TransportError,
+    )
+    from agent.pipeline._retry import backoff_delay, is_retryable
+
+    policy = RetryPolicy(initial_backoff=0.1, max_backoff=1.0, multiplier=2.0, jitter=0.0)
+    assert [round(backoff_delay(policy, n), 3) for n in range(1, 6)] == [0.1, 0.2, 0.4, 0.8, 1.0]
+    jittered = RetryPolicy(initial_backoff=0.1, max_backoff=1.0, multiplier=2.0, jitter=0.05)
+    assert all(0.1 <= backoff_delay(jittered, 1) <= 0.15 for _ in range(100))
+    retried = [
+        TransportError("reset"),
+        RateLimitedError("429", status=429, body="", retry_after=1.0),
+        ServerError("503", status=503, body=""),
+    ]
+    not_retried = [
+        BadRequestError("400", status=400, body=""),
+        AuthenticationError("401", status=401, body=""),
+        RequestTooLargeError("413", status=413, body=""),
+    ]
+    assert all(is_retryable(e) for e in retried)
+    assert not any(is_retryable(e) for e in not_retried)

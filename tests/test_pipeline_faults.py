@@ -434,3 +434,35 @@ def test_pipeline_from_agent_config(tmp_path: Path, sqlite_collector: CollectorT
     assert p.stats().batches == 3
     assert stored(sqlite_collector.data_dir, produced) == set(produced)
     p.shutdown(2)
+
+
+def test_exit_with_backend_stalled_is_bounded(tmp_path: Path, collector: CollectorThread) -> None:
+    """A backend that accepts connections and never answers: the exit still finishes within
+    shutdown_timeout (requests in flight are abandoned and their events spooled)."""
+    import socket
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(64)
+    spool = tmp_path / "spool"
+    try:
+        start = time.monotonic()
+        proc = run_producer(
+            tmp_path,
+            f"http://127.0.0.1:{srv.getsockname()[1]}",
+            str(spool),
+            "stalled",
+            "3000",
+            "exit",
+            "1.5",
+        )
+        _, err = proc.communicate(timeout=30)
+        elapsed = time.monotonic() - start
+    finally:
+        srv.close()
+    assert proc.returncode == 0, err
+    assert elapsed < 1.5 + 2.0  # shutdown_timeout + interpreter start-up
+    produced = [f"stalled-{i}" for i in range(3000)]
+    p = replay_into(tmp_path, collector, spool)
+    assert stored(collector.data_dir, produced) == set(produced)
+    p.shutdown(2)
