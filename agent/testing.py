@@ -9,10 +9,19 @@ sleeping a fixed time, and expose ``.url``, ``.api_key`` and ``.data_dir``.
 The subprocess receives its key through the environment variable
 ``LITERAL_AGENT_COLLECTOR_API_KEYS`` (:data:`ENV_COLLECTOR_API_KEYS`, comma-separated).
 
+Both store in SQLite under ``data_dir`` by default; ``database_url="postgresql://..."``
+selects PostgreSQL instead (the subprocess gets it as
+``LITERAL_AGENT_COLLECTOR_DATABASE_URL``, :data:`ENV_COLLECTOR_DATABASE_URL`).
+:func:`pg_database` makes a fresh, empty schema on a PostgreSQL server for one test (the
+server named by ``LITERAL_TEST_POSTGRES_URL``, :data:`ENV_TEST_POSTGRES_URL`, by default).
+
 Example::
 
     with CollectorThread(tmp_path) as collector:
         api = LiteralAPI(api_key=collector.api_key, url=collector.url)
+
+    with pg_database() as url, CollectorThread(tmp_path, database_url=url) as collector:
+        ...
 """
 
 from __future__ import annotations
@@ -24,16 +33,31 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-__all__ = ["ENV_COLLECTOR_API_KEYS", "CollectorProcess", "CollectorThread"]
+__all__ = [
+    "ENV_COLLECTOR_API_KEYS",
+    "ENV_COLLECTOR_DATABASE_URL",
+    "ENV_TEST_POSTGRES_URL",
+    "CollectorProcess",
+    "CollectorThread",
+    "pg_database",
+]
 
 #: Environment variable read by ``literal-agent collector`` for its accepted keys.
 ENV_COLLECTOR_API_KEYS = "LITERAL_AGENT_COLLECTOR_API_KEYS"
+#: Environment variable read by ``literal-agent collector`` for its database URL.
+ENV_COLLECTOR_DATABASE_URL = "LITERAL_AGENT_COLLECTOR_DATABASE_URL"
+#: PostgreSQL server used by the tests (``.ci/run`` starts one and sets it).
+ENV_TEST_POSTGRES_URL = "LITERAL_TEST_POSTGRES_URL"
 _READY_PREFIX = "literal-agent collector listening on "
 _START_TIMEOUT = 20.0
 
@@ -56,8 +80,41 @@ def _wait_healthy(url: str, deadline: float, alive: Any = None) -> None:
             delay = min(delay * 2, 0.1)
 
 
+def _schema_url(server_url: str, schema: str) -> str:
+    """``server_url`` with ``search_path`` set to ``schema`` (libpq ``options``)."""
+    parts = urlsplit(server_url)
+    query = "&".join(q for q in (parts.query, f"options=-csearch_path%3D{schema}") if q)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+
+
+@contextmanager
+def pg_database(server_url: str | None = None) -> Iterator[str]:
+    """A fresh empty schema on a PostgreSQL server (dropped on exit); yields a URL using it.
+
+    ``server_url`` defaults to ``$LITERAL_TEST_POSTGRES_URL``. A schema rather than a database
+    per use: ``CREATE DATABASE`` costs ~0.5 s. Needs psycopg (the ``postgres`` extra).
+    """
+    import psycopg
+
+    server = server_url or os.environ.get(ENV_TEST_POSTGRES_URL)
+    if not server:
+        raise RuntimeError(f"no PostgreSQL server: set {ENV_TEST_POSTGRES_URL}")
+    name = f"literal_test_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {name}".encode())
+    try:
+        yield _schema_url(server, name)
+    finally:
+        with psycopg.connect(server, autocommit=True) as admin:
+            admin.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE".encode())
+
+
 class CollectorThread:
-    """A collector served by uvicorn in a background thread on 127.0.0.1."""
+    """A collector served by uvicorn in a background thread on 127.0.0.1.
+
+    The storage is SQLite in ``data_dir`` unless ``database_url`` names another (see
+    :func:`agent.collector._backends.open_storage`); uploads still go under ``data_dir``.
+    """
 
     def __init__(
         self,
@@ -66,11 +123,13 @@ class CollectorThread:
         port: int = 0,
         *,
         max_body_bytes: int | None = None,
+        database_url: str | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.api_key = api_key
         self.port = port
         self.max_body_bytes = max_body_bytes
+        self.database_url = database_url
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self._storage: Any = None
@@ -83,12 +142,12 @@ class CollectorThread:
     def start(self) -> Self:
         """Start serving and wait until ``/health`` answers."""
         from agent.collector._app import DEFAULT_MAX_BODY_BYTES, create_app
+        from agent.collector._backends import open_storage
         from agent.collector._command import UPLOAD_DIR, bind_socket, make_server
-        from agent.collector._sqlite import open_sqlite
 
         if self._thread is not None:
             raise RuntimeError("collector already started")
-        self._storage = open_sqlite(self.data_dir)
+        self._storage = open_storage(self.database_url, self.data_dir)
         app = create_app(
             self._storage,
             api_keys=[self.api_key],
@@ -135,7 +194,11 @@ class CollectorThread:
 
 
 class CollectorProcess:
-    """``python -m agent collector`` as a subprocess on 127.0.0.1."""
+    """``python -m agent collector`` as a subprocess on 127.0.0.1.
+
+    ``database_url`` is passed as ``LITERAL_AGENT_COLLECTOR_DATABASE_URL`` (default: SQLite
+    in ``data_dir``); ``env`` adds or overrides other variables.
+    """
 
     def __init__(
         self,
@@ -144,10 +207,12 @@ class CollectorProcess:
         port: int = 0,
         *,
         env: dict[str, str] | None = None,
+        database_url: str | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.api_key = api_key
         self.port = port
+        self.database_url = database_url
         self._extra_env = dict(env or {})
         self._proc: subprocess.Popen[str] | None = None
         self._reader: threading.Thread | None = None
@@ -173,6 +238,8 @@ class CollectorProcess:
             raise RuntimeError("collector process already running")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **self._extra_env, ENV_COLLECTOR_API_KEYS: self.api_key}
+        if self.database_url is not None:
+            env[ENV_COLLECTOR_DATABASE_URL] = self.database_url
         env.setdefault("LITERAL_AGENT_LOGGING_FORMAT", "json")
         stderr = (self.data_dir / "collector.log").open("ab")
         argv = [

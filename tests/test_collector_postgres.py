@@ -23,10 +23,11 @@ import httpx
 import pytest
 from literalai.api import LiteralAPI
 from literalai.observability.generation import ChatGeneration
-from test_storage_backends import PG_SKIP, PG_URL, pg_database
+from test_storage_backends import PG_SKIP, PG_URL
 
 from agent.collector._backends import open_storage
 from agent.collector._storage import Filter, ListQuery, Storage, Write
+from agent.testing import CollectorProcess, pg_database
 
 pytestmark = pytest.mark.skipif(not PG_URL, reason=PG_SKIP)
 
@@ -264,6 +265,19 @@ def test_upload_signing_secret_is_shared_by_replicas(pg_url: str, tmp_path: Path
         assert a.storage.setting("file_signing_secret", "x") == b.storage.setting(
             "file_signing_secret", "y"
         )
+
+
+def test_collector_process_with_database_url(pg_url: str, tmp_path: Path) -> None:
+    """CollectorProcess(database_url=...) runs the command on PostgreSQL (no SQLite file)."""
+    data_dir = tmp_path / "proc"
+    with CollectorProcess(data_dir, api_key=API_KEY, database_url=pg_url) as proc:
+        LiteralAPI(api_key=API_KEY, url=proc.url).upsert_thread(id="proc-pg", name="in pg")
+    assert not (data_dir / "collector.db").exists()
+    storage = open_storage(pg_url, tmp_path)
+    try:
+        assert storage.get("thread", ["proc-pg"])["proc-pg"]["name"] == "in pg"
+    finally:
+        storage.close()
 
 
 # -- schema and migrations ----------------------------------------------------------------------

@@ -153,31 +153,31 @@ def shell_producer(address: Path) -> None:
 
 
 def test_producer_processes_and_a_shell_feed_one_daemon_into_the_collector(
-    tmp_path: Path, fresh_collector: CollectorThread, daemons: list[DaemonProc]
+    tmp_path: Path, fresh_sqlite_collector: CollectorThread, daemons: list[DaemonProc]
 ) -> None:
     """3 Python producer processes (DaemonSink) + a shell producer -> every event stored."""
-    daemon = DaemonProc(tmp_path, fresh_collector.url, fresh_collector.api_key)
+    daemon = DaemonProc(tmp_path, fresh_sqlite_collector.url, fresh_sqlite_collector.api_key)
     daemons.append(daemon.start())
     shell = threading.Thread(target=shell_producer, args=(daemon.socket,))
     shell.start()
     run_producers(daemon.socket, ["a", "b", "c"], 1000)
     shell.join(30)
     expected = {f"{p}-{i}" for p in "abc" for i in range(1000)} | {"shell-1", "shell-gen"}
-    wait_stored(fresh_collector, expected)
-    wait_stored(fresh_collector, {"shell-thread"}, table="thread")
-    wait_stored(fresh_collector, {"shell-score"}, table="score")
+    wait_stored(fresh_sqlite_collector, expected)
+    wait_stored(fresh_sqlite_collector, {"shell-thread"}, table="thread")
+    wait_stored(fresh_sqlite_collector, {"shell-score"}, table="score")
     assert daemon.signal(signal.SIGTERM) == 0
 
 
 def test_sigterm_drains_spools_the_rest_and_the_next_run_delivers_it(
-    tmp_path: Path, fresh_collector: CollectorThread, daemons: list[DaemonProc]
+    tmp_path: Path, fresh_sqlite_collector: CollectorThread, daemons: list[DaemonProc]
 ) -> None:
     """Backend down: SIGTERM exits within drain_timeout with the rest in the spool;
     the next run (backend up) delivers all of it."""
     with socket.socket() as probe:  # a port nobody listens on: the backend is down
         probe.bind(("127.0.0.1", 0))
         dead_url = f"http://127.0.0.1:{probe.getsockname()[1]}"
-    first = DaemonProc(tmp_path, dead_url, fresh_collector.api_key)
+    first = DaemonProc(tmp_path, dead_url, fresh_sqlite_collector.api_key)
     daemons.append(first.start())
     run_producers(first.socket, ["x", "y"], 1000)  # acked = in the daemon's memory
     started = time.monotonic()
@@ -185,9 +185,9 @@ def test_sigterm_drains_spools_the_rest_and_the_next_run_delivers_it(
     assert time.monotonic() - started < 3 + 5  # drain_timeout + process exit margin
     report = inspect_spool(first.spool)
     assert report.records > 0 and not report.in_use
-    second = DaemonProc(tmp_path, fresh_collector.url, fresh_collector.api_key)
+    second = DaemonProc(tmp_path, fresh_sqlite_collector.url, fresh_sqlite_collector.api_key)
     daemons.append(second.start())
-    wait_stored(fresh_collector, {f"{p}-{i}" for p in "xy" for i in range(1000)})
+    wait_stored(fresh_sqlite_collector, {f"{p}-{i}" for p in "xy" for i in range(1000)})
     assert second.signal(signal.SIGTERM) == 0
 
 
@@ -240,13 +240,17 @@ class AckingProducer(threading.Thread):
 
 
 def test_disk_mode_sigkill_under_load_loses_no_acknowledged_event(
-    tmp_path: Path, fresh_collector: CollectorThread, daemons: list[DaemonProc]
+    tmp_path: Path, fresh_sqlite_collector: CollectorThread, daemons: list[DaemonProc]
 ) -> None:
     """disk durability: SIGKILL the daemon under load 3 times; every acked id is stored."""
 
     def make() -> DaemonProc:
         return DaemonProc(
-            tmp_path, fresh_collector.url, fresh_collector.api_key, "--durability", "disk"
+            tmp_path,
+            fresh_sqlite_collector.url,
+            fresh_sqlite_collector.api_key,
+            "--durability",
+            "disk",
         )
 
     daemon = make()
@@ -270,7 +274,7 @@ def test_disk_mode_sigkill_under_load_loses_no_acknowledged_event(
         producer.join(10)
     acked = set(producer.acked)
     assert len(acked) >= 4500
-    wait_stored(fresh_collector, acked, timeout=60)
+    wait_stored(fresh_sqlite_collector, acked, timeout=60)
     assert daemon.signal(signal.SIGTERM) == 0
 
 
@@ -297,13 +301,15 @@ def agent_cli(*argv: str, env: dict[str, str]) -> subprocess.CompletedProcess[st
 
 
 def test_spool_inspect_replay_and_purge_commands(
-    tmp_path: Path, fresh_collector: CollectorThread
+    tmp_path: Path, fresh_sqlite_collector: CollectorThread
 ) -> None:
     """`spool inspect` sees the records, `replay` delivers them, `purge` deletes them."""
     spool = tmp_path / "spool"
     _spooled(spool, [f"r{i}" for i in range(300)])
     env = agent_env(
-        tmp_path, LITERAL_API_URL=fresh_collector.url, LITERAL_API_KEY=fresh_collector.api_key
+        tmp_path,
+        LITERAL_API_URL=fresh_sqlite_collector.url,
+        LITERAL_API_KEY=fresh_sqlite_collector.api_key,
     )
     inspect = agent_cli("spool", "inspect", "--dir", str(spool), env=env)
     assert inspect.returncode == 0 and "records" in inspect.stdout
@@ -328,7 +334,7 @@ def test_spool_inspect_replay_and_purge_commands(
     assert replay.returncode == 0, drawn
     assert "replayed 1 of 1 records" in replay.stdout
     assert b"[" + b"#" * 30 + b"]" in drawn  # the bar reached 100%
-    wait_stored(fresh_collector, {f"r{i}" for i in range(300)}, timeout=10)
+    wait_stored(fresh_sqlite_collector, {f"r{i}" for i in range(300)}, timeout=10)
     assert inspect_spool(spool).records == 0
 
     other = tmp_path / "other"

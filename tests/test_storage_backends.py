@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import os
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -27,37 +25,11 @@ from agent.collector._storage import (
     StorageError,
     Write,
 )
+from agent.testing import ENV_TEST_POSTGRES_URL, pg_database
 
-PG_URL = os.environ.get("LITERAL_TEST_POSTGRES_URL")
+PG_URL = os.environ.get(ENV_TEST_POSTGRES_URL)
 PG_SKIP = "LITERAL_TEST_POSTGRES_URL not set: run via .ci/run"
 needs_pg = pytest.mark.skipif(not PG_URL, reason=PG_SKIP)
-
-
-def schema_url(schema: str) -> str:
-    """The test server's URL with ``search_path`` set to ``schema`` (libpq ``options``)."""
-    assert PG_URL
-    parts = urlsplit(PG_URL)
-    query = "&".join(q for q in (parts.query, f"options=-csearch_path%3D{schema}") if q)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
-
-
-@contextmanager
-def pg_database() -> Iterator[str]:
-    """A fresh empty schema on the test server (dropped on exit); yields a URL that uses it.
-
-    A schema per test instead of a database per test: ``CREATE DATABASE`` costs ~0.5 s.
-    """
-    import psycopg
-
-    assert PG_URL
-    name = f"literal_test_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(PG_URL, autocommit=True) as admin:
-        admin.execute(f"CREATE SCHEMA {name}".encode())
-    try:
-        yield schema_url(name)
-    finally:
-        with psycopg.connect(PG_URL, autocommit=True) as admin:
-            admin.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE".encode())
 
 
 Opener = Callable[[], Storage]
