@@ -34,7 +34,9 @@ All value rules live in one function, :func:`validate` (``load_config`` calls it
 yourself on Structs you build by hand). API keys stay plain ``str`` (``cfg.client.api_key``
 goes straight into an httpx header) but never appear in a config's ``repr``/``str``/rich
 repr or in an error message, and every Struct holding one registers it with
-:func:`agent._logging.register_secret` when built, so no log line can contain it.
+:func:`agent._logging.register_secret` when built, so no log line can contain it. The same
+holds for the password of ``[collector] database_url`` (the repr shows the URL with
+``***`` in its place).
 """
 
 from __future__ import annotations
@@ -482,17 +484,31 @@ class CollectorConfig(msgspec.Struct, **_STRUCT):
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     """Largest accepted request body (larger: 413)."""
     database_url: str | None = None
-    """``None`` = SQLite file in ``data_dir``."""
+    """``None`` = SQLite file in ``data_dir``; its password is masked in ``repr``."""
 
     def __post_init__(self) -> None:
         for key in self.api_keys:
             register_secret(key)
+        if self.database_url:
+            from agent.collector._backends import url_secrets
+
+            for password in url_secrets(self.database_url):
+                register_secret(password)
+
+    def _shown_fields(self) -> list[tuple[str, Any]]:
+        from agent.collector._backends import redact_url
+
+        return [
+            (name, redact_url(value) if name == "database_url" and value else value)
+            for name, value in _masked_fields(self, _COLLECTOR_SECRETS)
+        ]
 
     def __repr__(self) -> str:
-        return _masked_repr(self, _COLLECTOR_SECRETS)
+        fields = ", ".join(f"{name}={value!r}" for name, value in self._shown_fields())
+        return f"{type(self).__name__}({fields})"
 
     def __rich_repr__(self) -> list[tuple[str, Any]]:
-        return list(_masked_fields(self, _COLLECTOR_SECRETS))
+        return self._shown_fields()
 
     @property
     def resolved_data_dir(self) -> str:

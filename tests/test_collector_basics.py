@@ -158,6 +158,29 @@ def test_unreachable_database_exits_with_one_line_without_password(tmp_path: Pat
     assert "secretpw" not in done.stderr + done.stdout
 
 
+def test_collector_config_repr_hides_the_database_password() -> None:
+    """repr/str/rich repr of the collector config show the URL with ``***``; the password is
+    registered as a secret, so log lines and redact() mask it too."""
+    from agent._config import AgentConfig, CollectorConfig
+    from agent._logging import redact
+
+    password = "Db-Pa55word-9c1e7"
+    url = f"postgresql://literal:{password}@db.example:5432/collector?sslmode=require"
+    cfg = CollectorConfig(database_url=url)
+    shown = [repr(cfg), str(cfg), f"{cfg}", repr(AgentConfig(collector=cfg))]
+    shown.append(repr(cfg.__rich_repr__()))
+    for text in shown:
+        assert password not in text
+    assert "database_url='postgresql://literal:***@db.example:5432/collector?sslmode=require'" in (
+        repr(cfg)
+    )
+    assert cfg.database_url == url  # still usable
+    assert password not in redact(f"connecting to {url}")
+    query = CollectorConfig(database_url=f"postgresql://h/db?password={password}x")
+    assert f"{password}x" not in repr(query) and "password=***" in repr(query)
+    assert "database_url=None" in repr(CollectorConfig())
+
+
 def test_every_sdk_method_is_exercised() -> None:
     """Each public method of LiteralAPI/AsyncLiteralAPI is called by the SDK test modules."""
     import inspect

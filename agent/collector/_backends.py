@@ -12,7 +12,7 @@ Errors never contain the URL's password.
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from agent.collector._storage import Storage
 
@@ -44,6 +44,41 @@ def _redact_without_psycopg(url: str) -> str:
         userinfo, _, hostinfo = netloc.rpartition("@")
         netloc = f"{userinfo.split(':', 1)[0]}:***@{hostinfo}" if ":" in userinfo else netloc
     return f"{parts.scheme}://{netloc}{parts.path}" + ("?..." if parts.query else "")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (user-info or ``password=`` parameter) replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable database URL>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostinfo = netloc.rpartition("@")
+        if ":" in userinfo:
+            userinfo = userinfo.split(":", 1)[0] + ":***"
+        netloc = f"{userinfo}@{hostinfo}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([(k, "***" if k == "password" else v) for k, v in pairs], safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def url_secrets(url: str) -> list[str]:
+    """The password(s) in ``url``, raw and percent-decoded (to mask them in messages)."""
+    out: list[str] = []
+    try:
+        parts = urlsplit(url)
+        if parts.password:
+            out += [parts.password, unquote(parts.password)]
+        out += [v for k, v in parse_qsl(parts.query) if k == "password" and v]
+        userinfo = parts.netloc.rpartition("@")[0]
+        if ":" in userinfo:
+            out.append(userinfo.split(":", 1)[1])
+    except ValueError:
+        pass
+    return sorted({s for s in out if s}, key=len, reverse=True)
 
 
 def sqlite_path(url: str, data_dir: str | Path) -> Path:

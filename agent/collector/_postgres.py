@@ -28,7 +28,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 import structlog
@@ -37,7 +36,7 @@ from psycopg.types.string import TextLoader
 from psycopg_pool import ConnectionPool
 
 from agent._logging import register_secret
-from agent.collector._backends import StorageOpenError
+from agent.collector._backends import StorageOpenError, redact_url, url_secrets
 from agent.collector._pg_query import as_text, order_key, pg_text, where_clauses
 from agent.collector._pg_schema import migrate
 from agent.collector._sqlbase import RowCodec, decode_cursor, encode_cursor
@@ -66,41 +65,6 @@ _ROLLED_BACK = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFai
 _T = TypeVar("_T")
 
 log = structlog.get_logger(__name__)
-
-
-def redact_url(url: str) -> str:
-    """``url`` with its password (user-info or ``password=`` parameter) replaced by ``***``."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable database URL>"
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hostinfo = netloc.rpartition("@")
-        if ":" in userinfo:
-            userinfo = userinfo.split(":", 1)[0] + ":***"
-        netloc = f"{userinfo}@{hostinfo}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(k, "***" if k == "password" else v) for k, v in pairs], safe="*")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
-def url_secrets(url: str) -> list[str]:
-    """The password(s) in ``url``, raw and percent-decoded (to mask them in messages)."""
-    out: list[str] = []
-    try:
-        parts = urlsplit(url)
-        if parts.password:
-            out += [parts.password, unquote(parts.password)]
-        out += [v for k, v in parse_qsl(parts.query) if k == "password" and v]
-        userinfo = parts.netloc.rpartition("@")[0]
-        if ":" in userinfo:
-            out.append(userinfo.split(":", 1)[1])
-    except ValueError:
-        pass
-    return sorted({s for s in out if s}, key=len, reverse=True)
 
 
 _ARRAY_TYPES: dict[ColumnType, str] = {
