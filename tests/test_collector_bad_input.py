@@ -14,9 +14,11 @@ from literalai.api.helpers.score_helpers import (
     create_scores_query_builder,
 )
 
+from agent.collector._app import Collector, HTTPError
 from agent.collector._graphql import GraphQLService
 from agent.collector._resolvers import RequestContext
 from agent.collector._sqlite import open_sqlite
+from agent.collector._storage import Write
 from agent.testing import CollectorThread
 
 
@@ -194,9 +196,68 @@ def test_upload_form_key_is_ignored_and_token_single_use(collector: CollectorThr
     files = {"file": ("safe.bin", b"data", "application/octet-stream")}
     response = httpx.post(url, data={"key": "../../../evil"}, files=files)
     assert response.status_code == 204
-    assert (collector.data_dir / "uploads" / key).read_bytes() == b"data"
+    assert httpx.get(signed["signedUrl"]).content == b"data"
+    assert key.endswith("/safe.bin")
     assert not any(p.name == "evil" for p in collector.data_dir.parent.rglob("evil"))
+    assert not (collector.data_dir / "uploads").exists()  # the bytes are in the database
     assert httpx.post(url, files=files).status_code == 404
+
+
+def test_upload_tokens_are_signed_and_expire(tmp_path: Path) -> None:
+    """A forged, truncated or expired upload token is 404; a valid one is claimed once."""
+    storage = open_sqlite(tmp_path)
+    try:
+        app = Collector(
+            storage,
+            api_keys=["k"],
+            max_body_bytes=1000,
+            upload_dir=tmp_path / "uploads",
+            public_url=None,
+        )
+        token = app.new_upload("p/none/a.txt", "text/plain")
+        payload, _, signature = token.partition(".")
+        other = app.new_upload("p/none/b.txt", "text/plain").partition(".")[2]
+        bad = [
+            f"{payload}.{other}",  # another token's signature
+            f"{payload}x.{signature}",
+            payload,
+            "",
+            "..",
+            app.new_upload("p/none/a.txt", "text/plain", ttl=-1),  # expired
+        ]
+        for forged in bad:
+            with pytest.raises(HTTPError) as info:
+                app.check_upload(forged)
+            assert info.value.status == 404
+        pending = app.check_upload(token)
+        assert (pending.object_key, pending.mime) == ("p/none/a.txt", "text/plain")
+        app.claim_upload(pending)
+        with pytest.raises(HTTPError):
+            app.claim_upload(app.check_upload(token))
+        # a second app on the same storage (another replica) verifies the same tokens
+        replica = Collector(
+            storage, api_keys=["k"], max_body_bytes=1, upload_dir=tmp_path, public_url=None
+        )
+        assert replica.check_upload(token) == pending
+    finally:
+        storage.close()
+
+
+def test_files_of_earlier_versions_are_served_from_disk(tmp_path: Path) -> None:
+    """A file record without bytes (kept under uploads/ by an earlier version) is still served."""
+    data_dir = tmp_path / "collector"
+    key = "project-x/none/old.txt"
+    storage = open_sqlite(data_dir)
+    storage.write([Write("file", [{"id": key, "mime": "text/plain", "size": 3}])])
+    storage.close()
+    (data_dir / "uploads" / "project-x" / "none").mkdir(parents=True)
+    (data_dir / "uploads" / key).write_bytes(b"old")
+    with CollectorThread(data_dir) as running:
+        headers = {"x-api-key": running.api_key}
+        response = httpx.get(f"{running.url}/api/files/{key}", headers=headers)
+        assert response.status_code == 200 and response.content == b"old"
+        missing = httpx.get(f"{running.url}/api/files/project-x/none/nope.txt", headers=headers)
+        assert missing.status_code == 404
 
 
 def test_deeply_nested_query_is_rejected(collector: CollectorThread) -> None:

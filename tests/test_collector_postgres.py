@@ -27,7 +27,7 @@ from test_storage_backends import PG_SKIP, PG_URL
 
 from agent.collector._backends import open_storage
 from agent.collector._storage import Filter, ListQuery, Storage, Write
-from agent.testing import CollectorProcess, pg_database
+from agent.testing import CollectorProcess, CollectorThread, pg_database
 
 pytestmark = pytest.mark.skipif(not PG_URL, reason=PG_SKIP)
 
@@ -267,6 +267,32 @@ def test_upload_signing_secret_is_shared_by_replicas(pg_url: str, tmp_path: Path
         )
 
 
+def test_upload_signed_by_one_replica_goes_through_another(pg_url: str, tmp_path: Path) -> None:
+    """Two apps on one database, each with its own data dir: an upload URL signed by A is
+    accepted by B (once: a replay on A is 404), and the file reads back through A and B."""
+    with (
+        CollectorThread(tmp_path / "a", api_key=API_KEY, database_url=pg_url) as a,
+        CollectorThread(tmp_path / "b", api_key=API_KEY, database_url=pg_url) as b,
+    ):
+        signed = httpx.post(
+            f"{a.url}/api/upload/file",
+            json={"fileName": "shared.txt", "contentType": "text/plain"},
+            headers={"x-api-key": API_KEY},
+        ).json()
+        upload_url = signed["post"]["url"]
+        assert upload_url.startswith(a.url)
+        files = {"file": ("shared.txt", b"from b", "text/plain")}
+        via_b = httpx.post(upload_url.replace(a.url, b.url), files=files)
+        assert via_b.status_code == 204, via_b.text
+        assert httpx.post(upload_url, files=files).status_code == 404  # used, on any replica
+        read = httpx.get(signed["signedUrl"])  # A's URL
+        assert read.status_code == 200 and read.content == b"from b"
+        assert read.headers["content-type"].startswith("text/plain")
+        assert httpx.get(signed["signedUrl"].replace(a.url, b.url)).content == b"from b"
+        assert not (tmp_path / "a" / "uploads").exists()
+        assert not (tmp_path / "b" / "uploads").exists()
+
+
 def test_collector_process_with_database_url(pg_url: str, tmp_path: Path) -> None:
     """CollectorProcess(database_url=...) runs the command on PostgreSQL (no SQLite file)."""
     data_dir = tmp_path / "proc"
@@ -294,7 +320,13 @@ def test_schema_matches_kinds_and_sqlite_versions(pg_url: str, tmp_path: Path) -
 
     assert len(MIGRATIONS) == len(SQLITE_MIGRATIONS)
     open_storage(pg_url, tmp_path).close()
-    expected_types = {"text": "text", "json": "json", "int": "bigint", "real": "double precision"}
+    expected_types = {
+        "text": "text",
+        "json": "json",
+        "int": "bigint",
+        "real": "double precision",
+        "blob": "bytea",
+    }
     with psycopg.connect(pg_url) as conn:
         assert schema_version(conn) == len(MIGRATIONS)
         rows = conn.execute(

@@ -3,18 +3,28 @@
 Routes (protocol §1.1 and §4): ``POST /api/graphql``, ``POST /api/upload/file`` (signing),
 ``POST|PUT /api/upload/direct/<token>`` (one-time upload target, no API key),
 ``GET /api/files/<object key>?token=...`` (signed read), ``POST /api/export/dataset``,
-``POST /api/my-project`` and ``GET /health``. Blocking work (SQLite, files, GraphQL execution)
+``POST /api/my-project`` and ``GET /health``. Blocking work (storage, GraphQL execution)
 runs in worker threads; the event loop only moves bytes.
+
+Replicas are stateless: everything a request needs is in the storage they share.
+
+* The signing secret is a storage setting (``file_signing_secret``), created once.
+* An upload URL carries a signed token (HMAC-SHA256 over object key, content type, expiry
+  and a nonce), so any replica can verify it; it is single-use: the first upload claims the
+  nonce in the storage's settings (one small row per upload), a second one gets 404.
+* Uploaded bytes are stored in the ``file`` record (``data``), so any replica serves them.
+  Files written under ``<data dir>/uploads/`` by earlier versions (``data`` is NULL) are
+  still served from there.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import re
 import secrets
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from email.parser import BytesParser
@@ -39,9 +49,8 @@ log = structlog.get_logger(__name__)
 
 #: Default largest request body accepted (bytes).
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
-#: How long a one-time upload URL stays valid (seconds), and how many may be pending.
+#: How long a one-time upload URL stays valid (seconds).
 UPLOAD_TOKEN_TTL = 600.0
-MAX_PENDING_UPLOADS = 10_000
 #: GraphQL requests executed at once (each in a worker thread; CPU-bound, GIL-bound).
 GRAPHQL_THREADS = 4
 #: Longest accepted ``x-env`` header value.
@@ -65,11 +74,22 @@ def _json(value: Any, status: int = 200) -> Response:
     return Response(_encoder.encode(value), status_code=status, media_type="application/json")
 
 
-@dataclass(slots=True)
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@dataclass(frozen=True, slots=True)
 class _PendingUpload:
+    """What a verified upload token allows: one upload of ``object_key``."""
+
     object_key: str
     mime: str
     expires: float
+    nonce: str
 
 
 class Collector:
@@ -93,7 +113,8 @@ class Collector:
         self.upload_dir = upload_dir
         self.public_url = public_url.rstrip("/") if public_url else None
         self._secret = storage.setting("file_signing_secret", secrets.token_hex(32)).encode()
-        self._uploads: OrderedDict[str, _PendingUpload] = OrderedDict()
+        # a key of its own for upload tokens, derived from the shared secret
+        self._upload_key = hmac.new(self._secret, b"upload-token", hashlib.sha256).digest()
         self._graphql_limiter: anyio.CapacityLimiter | None = None
 
     def graphql_limiter(self) -> anyio.CapacityLimiter:
@@ -165,22 +186,33 @@ class Collector:
             raise HTTPError(400, "Invalid object key")
         return path
 
-    def new_upload(self, object_key: str, mime: str) -> str:
-        now = time.monotonic()
-        while self._uploads:
-            token, pending = next(iter(self._uploads.items()))
-            if pending.expires > now and len(self._uploads) < MAX_PENDING_UPLOADS:
-                break
-            del self._uploads[token]
-        token = secrets.token_urlsafe(32)
-        self._uploads[token] = _PendingUpload(object_key, mime, now + UPLOAD_TOKEN_TTL)
-        return token
+    def new_upload(self, object_key: str, mime: str, ttl: float = UPLOAD_TOKEN_TTL) -> str:
+        """A signed one-time upload token for ``object_key`` (any replica can verify it)."""
+        expires = int(time.time() + ttl)
+        payload = _b64(_encoder.encode([object_key, mime, expires, secrets.token_urlsafe(12)]))
+        signature = hmac.new(self._upload_key, payload.encode(), hashlib.sha256).digest()
+        return f"{payload}.{_b64(signature)}"
 
-    def take_upload(self, token: str) -> _PendingUpload:
-        pending = self._uploads.pop(token, None)
-        if pending is None or pending.expires < time.monotonic():
+    def check_upload(self, token: str) -> _PendingUpload:
+        """The upload a token allows; 404 when forged, malformed or expired."""
+        unknown = HTTPError(404, "Unknown or expired upload URL")
+        payload, _, signature = token.partition(".")
+        expected = hmac.new(self._upload_key, payload.encode(), hashlib.sha256).digest()
+        try:
+            if not hmac.compare_digest(_unb64(signature), expected):
+                raise unknown
+            object_key, mime, expires, nonce = _decoder.decode(_unb64(payload))
+        except (ValueError, TypeError, msgspec.DecodeError):
+            raise unknown from None
+        if expires < time.time():
+            raise unknown
+        return _PendingUpload(str(object_key), str(mime), float(expires), str(nonce))
+
+    def claim_upload(self, pending: _PendingUpload) -> None:
+        """Mark the token used (atomically, in the shared storage); 404 if it already was."""
+        claim = secrets.token_hex(8)
+        if self.storage.setting(f"upload-used:{pending.nonce}", claim) != claim:
             raise HTTPError(404, "Unknown or expired upload URL")
-        return pending
 
 
 def _segment(value: Any, what: str) -> str:
@@ -272,7 +304,8 @@ async def _sign_upload(collector: Collector, request: Request) -> Response:
 
 
 async def _direct_upload(collector: Collector, request: Request) -> Response:
-    pending = collector.take_upload(request.path_params["token"])
+    pending = collector.check_upload(request.path_params["token"])
+    collector.file_path(pending.object_key)  # signed by us, checked again all the same
     body = await collector.read_body(request)
     content_type = request.headers.get("content-type", "")
     mime = pending.mime
@@ -281,14 +314,10 @@ async def _direct_upload(collector: Collector, request: Request) -> Response:
         mime = part_type if part_type and part_type != "text/plain" else mime
     else:
         data = body
-    path = collector.file_path(pending.object_key)
 
     def store() -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".part")
-        tmp.write_bytes(data)
-        tmp.replace(path)
-        record: Record = {"id": pending.object_key, "mime": mime, "size": len(data)}
+        collector.claim_upload(pending)
+        record: Record = {"id": pending.object_key, "mime": mime, "size": len(data), "data": data}
         collector.storage.write([Write("file", [record])])
 
     await anyio.to_thread.run_sync(store)
@@ -302,11 +331,16 @@ async def _serve_file(collector: Collector, request: Request) -> Response:
         collector.check_key(request)
     path = collector.file_path(object_key)
     found = await anyio.to_thread.run_sync(collector.storage.get, "file", [object_key])
-    if object_key not in found or not path.is_file():
+    record = found.get(object_key)
+    if record is None:
         raise HTTPError(404, "File not found")
-    return FileResponse(
-        path, media_type=found[object_key].get("mime") or "application/octet-stream"
-    )
+    mime = record.get("mime") or "application/octet-stream"
+    data = record.get("data")
+    if data is not None:
+        return Response(bytes(data), media_type=mime)
+    if not path.is_file():  # an upload kept on disk by an earlier version
+        raise HTTPError(404, "File not found")
+    return FileResponse(path, media_type=mime)
 
 
 async def _export_dataset(collector: Collector, request: Request) -> Response:
@@ -336,7 +370,11 @@ def create_app(
     upload_dir: str | Path,
     public_url: str | None = None,
 ) -> Starlette:
-    """Build the collector app over ``storage`` (the caller owns and closes the storage)."""
+    """Build the collector app over ``storage`` (the caller owns and closes the storage).
+
+    Uploaded bytes go to ``storage``; ``upload_dir`` is only read, for files that earlier
+    versions kept on disk.
+    """
     collector = Collector(
         storage,
         api_keys=api_keys,

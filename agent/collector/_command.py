@@ -34,7 +34,8 @@ log = structlog.get_logger(__name__)
 
 #: Name of the generated key file inside the data directory.
 API_KEY_FILE = "api_key"
-#: Folder of uploaded files inside the data directory.
+#: Folder inside the data directory where earlier versions kept uploaded files (still served;
+#: new uploads are stored in the database).
 UPLOAD_DIR = "uploads"
 READY_LINE = "literal-agent collector listening on {url} (api key file: {key_file})"
 

@@ -6,6 +6,7 @@ the columns match :data:`~agent.collector._sqlite_schema.KINDS`). Differences ar
 
 * text columns use the ``"C"`` collation (byte order, ASCII-only case folding, as SQLite);
 * JSON columns are ``json``: the text as sent, so text filters on JSON behave as on SQLite;
+  ``blob`` columns are ``bytea``;
 * an identity column ``seq`` is the insertion order (SQLite's ``rowid``): list ties are broken
   by it and cursors carry it; the ``created_at`` indexes include it.
 
@@ -233,6 +234,11 @@ MIGRATIONS: list[str] = [
     CREATE INDEX prompt_version_lineage ON prompt_version (lineage_id, version);
     CREATE INDEX prompt_rollout_lineage ON prompt_rollout (lineage_id);
     CREATE INDEX dataset_name ON dataset (name);
+    """,
+    # 3: uploaded file bytes live in the database (shared by every replica); NULL for files
+    # stored under the data directory's uploads/ folder by earlier versions.
+    """
+    ALTER TABLE file ADD COLUMN data BYTEA;
     """,
 ]
 

@@ -72,6 +72,7 @@ _ARRAY_TYPES: dict[ColumnType, str] = {
     "json": "text[]",
     "int": "bigint[]",
     "real": "float8[]",
+    "blob": "bytea[]",
 }
 
 

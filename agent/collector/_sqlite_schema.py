@@ -11,7 +11,7 @@ import re
 import sqlite3
 from typing import Literal
 
-ColumnType = Literal["text", "json", "int", "real"]
+ColumnType = Literal["text", "json", "int", "real", "blob"]
 
 COMMON: dict[str, ColumnType] = {"id": "text", "createdAt": "text"}
 
@@ -135,7 +135,7 @@ KINDS: dict[str, dict[str, ColumnType]] = {
         "variables": "json",
     },
     "prompt_rollout": {"lineageId": "text", "version": "int", "rollout": "int"},
-    "file": {"mime": "text", "size": "int"},
+    "file": {"mime": "text", "size": "int", "data": "blob"},
 }
 
 
@@ -339,6 +339,11 @@ MIGRATIONS: list[str] = [
     CREATE INDEX prompt_version_lineage ON prompt_version (lineage_id, version);
     CREATE INDEX prompt_rollout_lineage ON prompt_rollout (lineage_id);
     CREATE INDEX dataset_name ON dataset (name);
+    """,
+    # 3: uploaded file bytes live in the database (shared by every replica); NULL for files
+    # stored under the data directory's uploads/ folder by earlier versions.
+    """
+    ALTER TABLE file ADD COLUMN data BLOB;
     """,
 ]
 
