@@ -3,10 +3,12 @@
 The collector runs as a real subprocess (``python -m agent collector``) on a temporary data
 directory. This process is the client: it pre-builds ``AddStep`` request bodies exactly like
 the reference SDK (``literalai.api.helpers.gql``) with ~1 KB steps, posts them over a few
-keep-alive connections, then checks the stored row count. Reported: steps/s stored, p50/p99
-request latency; medians over several runs, each on a fresh database.
+keep-alive connections, then checks the stored row count. Reported per batch size: steps/s
+stored, p50/p99 request latency, server and client CPU per step (both processes share the
+machine's cores), and the 1-minute load average at the start of each run (the machine may be
+shared: read the figures beside it); medians over several runs, each on a fresh database.
 
-    python -m benchmarks collector_ingest [--runs 3] [--steps 50000] [--connections 4]
+    python -m benchmarks collector_ingest [--runs 5] [--steps 100000] [--connections 4]
 """
 
 from __future__ import annotations
@@ -134,6 +136,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def run_once(batch: int, total: int, connections: int) -> dict[str, float]:
     bodies = build_bodies(batch, total)
+    load = os.getloadavg()[0]
     with (
         tempfile.TemporaryDirectory(prefix="bench-collector-") as tmp,
         CollectorProcess(Path(tmp), api_key=API_KEY) as proc,
@@ -141,7 +144,9 @@ def run_once(batch: int, total: int, connections: int) -> dict[str, float]:
         warm_up(proc.port, batch)
         assert proc.pid is not None
         cpu_before = cpu_seconds(proc.pid)
+        client_before = time.process_time()
         wall, latencies = post_all(proc.port, bodies, connections)
+        client_cpu = time.process_time() - client_before
         server_cpu = cpu_seconds(proc.pid) - cpu_before
         stored = stored_steps(proc.port) - batch  # minus the warm-up batch
     expected = len(bodies) * batch
@@ -154,6 +159,8 @@ def run_once(batch: int, total: int, connections: int) -> dict[str, float]:
         "p99_ms": percentile(latencies, 0.99) * 1000,
         "kb_per_step": body_kb,
         "server_cpu_us_per_step": server_cpu / stored * 1e6,
+        "client_cpu_us_per_step": client_cpu / stored * 1e6,
+        "loadavg_1m_at_start": load,
     }
 
 
@@ -181,8 +188,8 @@ def in_process_paths(batch: int, batches: int) -> dict[str, float]:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks collector_ingest")
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=50_000, help="steps per run")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=100_000, help="steps per run")
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--batches", default="100,500")
     args = parser.parse_args(argv)
@@ -196,22 +203,28 @@ def main(argv: list[str]) -> int:
             "steps_per_run": (args.steps // batch) * batch,
             **{k: statistics.median(r[k] for r in runs) for k in runs[0]},
             "all_steps_per_s": [round(r["steps_per_s"]) for r in runs],
+            "all_loadavg_1m_at_start": [round(r["loadavg_1m_at_start"], 2) for r in runs],
         }
         rows.append(row)
         print(
             f"batch {batch:>4}: {row['steps_per_s']:>9,.0f} steps/s  "
             f"p50 {row['p50_ms']:7.1f} ms  p99 {row['p99_ms']:7.1f} ms  "
             f"server CPU {row['server_cpu_us_per_step']:5.1f} us/step  "
-            f"(runs: {row['all_steps_per_s']})",
+            f"client CPU {row['client_cpu_us_per_step']:5.1f} us/step  "
+            f"(runs: {row['all_steps_per_s']}, load at start: {row['all_loadavg_1m_at_start']})",
             flush=True,
         )
     print()
-    print("| batch | steps/s (median) | p50 latency | p99 latency | server CPU/step | KB/step |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(
+        "| batch | steps/s (median) | p50 latency | p99 latency | server CPU/step "
+        "| client CPU/step | load (1 min) | KB/step |"
+    )
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for row in rows:
         print(
             f"| {row['batch']} | {row['steps_per_s']:,.0f} | {row['p50_ms']:.1f} ms "
             f"| {row['p99_ms']:.1f} ms | {row['server_cpu_us_per_step']:.1f} us "
+            f"| {row['client_cpu_us_per_step']:.1f} us | {row['loadavg_1m_at_start']:.2f} "
             f"| {row['kb_per_step']:.2f} |"
         )
     paths = in_process_paths(100, 20)

@@ -36,6 +36,24 @@ MAX_ID_LENGTH = 256
 
 _ID_KEYS = ("threadId", "parentId", "rootRunId")
 _TIME_KEYS = ("startTime", "endTime")
+#: The plain (non-nested) ``ingestStep`` arguments, in the order :func:`ingest_columns` takes
+#: them.
+COLUMN_ARGS = (
+    "id",
+    "threadId",
+    "parentId",
+    "rootRunId",
+    "type",
+    "startTime",
+    "endTime",
+    "name",
+    "error",
+    "input",
+    "output",
+    "metadata",
+    "tags",
+)
+_STEP_TYPES_OR_NONE = frozenset({*STEP_TYPES, None})
 
 
 class InvalidValueError(ValueError):
@@ -178,6 +196,65 @@ class IngestBatch:
         self.generations += generations
         self.scores += new_scores
         self.attachments += new_attachments
+
+
+def _valid_ids(values: list[Any], required: bool) -> bool:
+    """Whether every id of a column passes :func:`check_id` (and is present if required)."""
+    if required and None in values:
+        return False
+    present = values if required else [v for v in values if v is not None]
+    return not present or (min(map(len, present)) > 0 and max(map(len, present)) <= MAX_ID_LENGTH)
+
+
+def _normalized_times(values: list[Any]) -> list[Any] | None:
+    """The column with every date normalised as :func:`check_time` does, or ``None`` when one
+    of them is invalid."""
+    distinct = {v for v in values if v is not None}
+    if not distinct:
+        return values
+    normalized = {v: normalize_time(v) for v in distinct}
+    if None in normalized.values():
+        return None
+    if all(k is v for k, v in normalized.items()):
+        return values
+    return [v if v is None else normalized[v] for v in values]
+
+
+def ingest_columns(columns: Sequence[list[Any]], environment: str) -> IngestBatch | None:
+    """The batch of steps given column-wise (one list per :data:`COLUMN_ARGS` entry, values
+    already type-checked, no nested objects), validated as a whole.
+
+    Returns ``None`` when any step fails a check: the caller then runs :func:`ingest_batch`,
+    which produces the per-step messages. Otherwise the result is exactly what
+    :func:`ingest_batch` would produce for the same steps, built without per-step calls.
+    """
+    ids, thread_ids, parent_ids, root_ids, types, starts, ends, *rest = columns
+    if not (
+        _valid_ids(ids, True)
+        and _valid_ids(thread_ids, False)
+        and _valid_ids(parent_ids, False)
+        and _valid_ids(root_ids, False)
+        and _STEP_TYPES_OR_NONE.issuperset(types)
+    ):
+        return None
+    starts_n = _normalized_times(starts)
+    ends_n = _normalized_times(ends)
+    if starts_n is None or ends_n is None:
+        return None
+    keys = (*COLUMN_ARGS, "environment")
+    envs = [environment] * len(ids)
+    steps = [
+        dict(zip(keys, row, strict=True))
+        for row in zip(
+            ids, thread_ids, parent_ids, root_ids, types, starts_n, ends_n, *rest, envs, strict=True
+        )
+    ]
+    threads = {
+        tid: {"id": tid, "environment": environment}
+        for tid in dict.fromkeys(thread_ids)
+        if tid is not None
+    }
+    return IngestBatch(steps=steps, threads=threads, errors=[None] * len(ids))
 
 
 def ingest_batch(steps: Sequence[dict[str, Any]], environment: str) -> IngestBatch:

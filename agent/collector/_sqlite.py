@@ -93,8 +93,7 @@ class _Table:
         self.delete = f"DELETE FROM {name} WHERE id = ?"
 
     def row_params(self, record: Record, now: str) -> list[Any]:
-        get = record.get
-        row = [get(key) for key in self.keys]
+        row = list(map(record.get, self.keys))
         if row[1] is None:
             row[1] = now
         for i in self._json_positions:
