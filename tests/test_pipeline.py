@@ -454,3 +454,30 @@ def test_retry_policy_backoff_and_classification() -> None:
     ]
     assert all(is_retryable(e) for e in retried)
     assert not any(is_retryable(e) for e in not_retried)
+
+
+def test_queue_depth_and_enqueued_count_events_not_flush_markers() -> None:
+    """Flush markers ride in the queue's deque but are not events: depth and the enqueued
+    count (reported by stats and flush results) leave them out, before and after the take."""
+    from agent.pipeline._queue import EventQueue, FlushMarker, OverflowPolicy
+    from agent.pipeline._stats import Counters
+
+    q = EventQueue(
+        max_events=100,
+        max_bytes=1 << 20,
+        policy=OverflowPolicy.DROP_NEWEST,
+        block_timeout=0.0,
+        batch_size=10,
+        counters=Counters(),
+    )
+    for i in range(3):
+        assert q.put({"id": i})
+    q.put_marker(FlushMarker(float("inf")))
+    q.put({"id": 3})
+    q.put_marker(FlushMarker(float("inf")))
+    assert (q.depth(), q.enqueued) == (4, 4)
+    taken = q.take(2)
+    assert len(taken) == 2 and (q.depth(), q.enqueued) == (2, 4)
+    taken = q.take(10)
+    assert [type(item) is FlushMarker for item in taken] == [False, True, False, True]
+    assert (q.depth(), q.enqueued, q.taken) == (0, 4, 4)

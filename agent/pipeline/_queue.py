@@ -102,6 +102,7 @@ class EventQueue:
         self.open = True  # False: closed (shutdown) or restart needed (forked child)
         self.taken = 0  # items taken by the worker (markers excluded)
         self.evicted = 0  # items removed by drop_oldest
+        self.markers_queued = 0  # flush markers in dq (not events)
         self._waker: Callable[[], None] | None = None
         self._lock = threading.Lock()
         self._space = threading.Condition(self._lock)
@@ -213,6 +214,8 @@ class EventQueue:
 
     def put_marker(self, marker: FlushMarker) -> None:
         """Append a flush marker (never refused) and wake the worker."""
+        with self._lock:
+            self.markers_queued += 1
         self.dq.append(marker)
         self._wake()
 
@@ -226,16 +229,21 @@ class EventQueue:
         out: list[Any] = []
         dq = self.dq
         popleft = dq.popleft
-        got = 0
+        got = markers = 0
         try:
             while got < n:
                 item = popleft()
                 out.append(item)
                 if type(item) is not FlushMarker:
                     got += 1
+                else:
+                    markers += 1
         except IndexError:
             pass
         self.taken += got
+        if markers:
+            with self._lock:
+                self.markers_queued -= markers
         if self._blocked:
             with self._space:
                 self._space.notify_all()
@@ -250,7 +258,8 @@ class EventQueue:
         self.limit = self._compute_limit()
 
     def depth(self) -> int:
-        return len(self.dq)
+        """Events queued (flush markers excluded)."""
+        return max(0, len(self.dq) - self.markers_queued)
 
     def close(self) -> None:
         """Refuse further items (wakes blocked producers)."""
@@ -268,8 +277,9 @@ class EventQueue:
         self.wake_pending = False
         self.taken = 0
         self.evicted = 0
+        self.markers_queued = 0
         self.open = False
 
     @property
     def enqueued(self) -> int:
-        return self.taken + self.evicted + len(self.dq)
+        return self.taken + self.evicted + len(self.dq) - self.markers_queued
