@@ -118,6 +118,68 @@ def test_fast_path_and_general_path_answer_the_same(tmp_path: Path) -> None:
     assert rows[0]["same-0"]["environment"] == "staging"
 
 
+PLAIN_BATCHES: dict[str, list[dict[str, Any]]] = {
+    "plain": [
+        {
+            "id": "col-0",
+            "type": "run",
+            "threadId": "t-col",
+            "name": "root",
+            "startTime": "2024-05-01T12:00:00+02:00",
+            "endTime": "2024-05-01T10:00:01Z",
+            "input": {"content": "hi"},
+            "tags": ["a", "b"],
+        },
+        {"id": "col-1", "parentId": "col-0", "rootRunId": "col-0", "type": "tool"},
+        {"id": "col-2", "threadId": "t-col", "metadata": {"k": [1, None]}, "output": None},
+        {"id": "col-3", "threadId": "t-other", "error": "boom", "tags": []},
+    ],
+    "one invalid time": [
+        {"id": "col-ok", "type": "tool", "startTime": "2024-05-01T12:00:00Z"},
+        {"id": "col-bad", "type": "tool", "startTime": "tomorrow"},
+    ],
+    "one invalid type": [
+        {"id": "col-ok", "type": "tool"},
+        {"id": "col-bad", "type": "spaceship"},
+    ],
+    "empty id": [{"id": "col-ok", "type": "tool"}, {"id": "", "type": "tool"}],
+}
+
+
+@pytest.mark.parametrize("name", list(PLAIN_BATCHES))
+def test_column_fast_path_matches_graphql_core(tmp_path: Path, name: str) -> None:
+    """Batches without nested objects (the column-wise path, which falls back to the per-step
+    path when a step is invalid) answer and store exactly as graphql-core execution does."""
+    steps = PLAIN_BATCHES[name]
+    ids = [step["id"] for step in steps]
+    query, variables = steps_query_builder(steps), steps_variables_builder(steps)
+    answers, rows, threads = [], [], []
+    for fast in (True, False):
+        storage = open_sqlite(tmp_path / str(fast))
+        service = GraphQLService(storage, fast_paths=fast)
+        ctx = RequestContext(storage, "prod", "http://x", lambda key: key)
+        answers.append(service.run(query, dict(variables), ctx))
+        step_rows = storage.get("step", ids)
+        rows.append(
+            {k: {f: v for f, v in r.items() if f != "createdAt"} for k, r in step_rows.items()}
+        )
+        thread_rows = storage.get("thread", ["t-col", "t-other"])
+        threads.append({k: r.get("environment") for k, r in thread_rows.items()})
+        storage.close()
+    assert answers[0] == answers[1]
+    assert rows[0] == rows[1]
+    assert threads[0] == threads[1]
+    if name == "plain":
+        assert all(answer == {"ok": True, "message": None} for answer in answers[0]["data"].values())
+        assert rows[0]["col-0"]["startTime"] == "2024-05-01T10:00:00.000000Z"
+        assert rows[0]["col-0"]["environment"] == "prod"
+        assert threads[0] == {"t-col": "prod", "t-other": "prod"}
+    else:
+        assert answers[0]["data"]["step0"] == {"ok": True, "message": None}
+        assert answers[0]["data"]["step1"]["ok"] is False
+        assert set(rows[0]) == {"col-ok"}
+
+
 def test_missing_required_variable_is_a_graphql_error(collector: CollectorThread) -> None:
     """A batch document whose ``$id_0: String!`` is missing gets graphql-core's variable error."""
     steps = [{"id": "x", "type": "tool"}]
