@@ -262,7 +262,8 @@ def test_upload_form_key_is_ignored_and_token_single_use(collector: CollectorThr
     assert httpx.get(signed["signedUrl"]).content == b"data"
     assert key.endswith("/safe.bin")
     assert not any(p.name == "evil" for p in collector.data_dir.parent.rglob("evil"))
-    assert not (collector.data_dir / "uploads").exists()  # the bytes are in the database
+    if collector.database_url is None:  # SQLite: the file is under the upload folder
+        assert (collector.data_dir / "uploads" / key).read_bytes() == b"data"
     assert httpx.post(url, files=files).status_code == 404
 
 
@@ -306,8 +307,8 @@ def test_upload_tokens_are_signed_and_expire(tmp_path: Path) -> None:
         storage.close()
 
 
-def test_files_of_earlier_versions_are_served_from_disk(tmp_path: Path) -> None:
-    """A file record without bytes (kept under uploads/ by an earlier version) is still served."""
+def test_file_records_without_bytes_are_served_from_the_upload_folder(tmp_path: Path) -> None:
+    """A file record without bytes is served from uploads/; gone from disk, it is 404."""
     data_dir = tmp_path / "collector"
     key = "project-x/none/old.txt"
     storage = open_sqlite(data_dir)
@@ -321,6 +322,9 @@ def test_files_of_earlier_versions_are_served_from_disk(tmp_path: Path) -> None:
         assert response.status_code == 200 and response.content == b"old"
         missing = httpx.get(f"{running.url}/api/files/project-x/none/nope.txt", headers=headers)
         assert missing.status_code == 404
+        (data_dir / "uploads" / key).unlink()
+        gone = httpx.get(f"{running.url}/api/files/{key}", headers=headers)
+        assert gone.status_code == 404 and gone.json() == {"message": "File not found"}
 
 
 def test_deeply_nested_query_is_rejected(collector: CollectorThread) -> None:

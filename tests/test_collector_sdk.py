@@ -215,7 +215,11 @@ def test_attachments_upload_and_read_back(api: LiteralAPI, collector: CollectorT
     body = httpx.get(fetched.url)
     assert body.status_code == 200 and body.content == b"hello bytes"
     assert body.headers["content-type"].startswith("text/plain")
-    assert not (collector.data_dir / "uploads").exists()  # the bytes are in the database
+    on_disk = [f for f in (collector.data_dir / "uploads").rglob("*") if f.is_file()]
+    if collector.database_url:  # PostgreSQL: the bytes are in the database, for every replica
+        assert on_disk == []
+    else:  # SQLite: under the data directory's upload folder
+        assert b"hello bytes" in [f.read_bytes() for f in on_disk]
     renamed = api.update_attachment(att.id, {"name": "renamed.txt"})
     assert renamed.name == "renamed.txt" and renamed.metadata == {"k": 1}
     assert api.delete_attachment(att.id) == {"id": att.id}

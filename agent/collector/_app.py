@@ -6,15 +6,17 @@ Routes (protocol §1.1 and §4): ``POST /api/graphql``, ``POST /api/upload/file`
 ``POST /api/my-project`` and ``GET /health``. Blocking work (storage, GraphQL execution)
 runs in worker threads; the event loop only moves bytes.
 
-Replicas are stateless: everything a request needs is in the storage they share.
+Uploaded files and replicas. On SQLite (one machine) uploaded bytes are files under the
+upload folder (``<data dir>/uploads/<object key>``, written atomically, never outside the
+folder). On a shared storage (PostgreSQL, ``storage.shared``) replicas are stateless:
+everything a request needs is in the database they share.
 
 * The signing secret is a storage setting (``file_signing_secret``), created once.
 * An upload URL carries a signed token (HMAC-SHA256 over object key, content type, expiry
   and a nonce), so any replica can verify it; it is single-use: the first upload claims the
   nonce in the storage's settings (one small row per upload), a second one gets 404.
-* Uploaded bytes are stored in the ``file`` record (``data``), so any replica serves them.
-  Files written under ``<data dir>/uploads/`` by earlier versions (``data`` is NULL) are
-  still served from there.
+* On a shared storage the bytes go in the ``file`` record (``data``), so any replica serves
+  them; a record without bytes is served from the upload folder.
 """
 
 from __future__ import annotations
@@ -317,7 +319,15 @@ async def _direct_upload(collector: Collector, request: Request) -> Response:
 
     def store() -> None:
         collector.claim_upload(pending)
-        record: Record = {"id": pending.object_key, "mime": mime, "size": len(data), "data": data}
+        record: Record = {"id": pending.object_key, "mime": mime, "size": len(data)}
+        if collector.storage.shared:
+            record["data"] = data
+        else:
+            path = collector.file_path(pending.object_key)
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            tmp = path.with_name(f"{path.name}.{secrets.token_hex(4)}.part")
+            tmp.write_bytes(data)
+            tmp.replace(path)
         collector.storage.write([Write("file", [record])])
 
     await anyio.to_thread.run_sync(store)
@@ -338,7 +348,7 @@ async def _serve_file(collector: Collector, request: Request) -> Response:
     data = record.get("data")
     if data is not None:
         return Response(bytes(data), media_type=mime)
-    if not path.is_file():  # an upload kept on disk by an earlier version
+    if not path.is_file():  # kept on disk (SQLite), and removed since
         raise HTTPError(404, "File not found")
     return FileResponse(path, media_type=mime)
 
@@ -372,8 +382,7 @@ def create_app(
 ) -> Starlette:
     """Build the collector app over ``storage`` (the caller owns and closes the storage).
 
-    Uploaded bytes go to ``storage``; ``upload_dir`` is only read, for files that earlier
-    versions kept on disk.
+    Uploaded bytes go under ``upload_dir``, or into ``storage`` when it is shared by replicas.
     """
     collector = Collector(
         storage,

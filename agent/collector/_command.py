@@ -34,8 +34,8 @@ log = structlog.get_logger(__name__)
 
 #: Name of the generated key file inside the data directory.
 API_KEY_FILE = "api_key"
-#: Folder inside the data directory where earlier versions kept uploaded files (still served;
-#: new uploads are stored in the database).
+#: Folder of uploaded files inside the data directory (SQLite; on PostgreSQL uploaded bytes
+#: live in the database, shared by the replicas).
 UPLOAD_DIR = "uploads"
 READY_LINE = "literal-agent collector listening on {url} (api key file: {key_file})"
 

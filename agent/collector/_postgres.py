@@ -134,6 +134,8 @@ class _Table(RowCodec):
 class PostgresStorage:
     """Storage in one PostgreSQL database, shared by any number of collector replicas."""
 
+    shared = True  # replicas on several machines: uploaded bytes live in the database
+
     def __init__(
         self,
         url: str,

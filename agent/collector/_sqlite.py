@@ -124,6 +124,8 @@ class _Job:
 class SQLiteStorage:
     """Storage in one SQLite file (``collector.db``): WAL, ``synchronous=NORMAL``."""
 
+    shared = False  # one machine: uploaded bytes stay on its disk
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

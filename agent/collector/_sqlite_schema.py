@@ -340,8 +340,8 @@ MIGRATIONS: list[str] = [
     CREATE INDEX prompt_rollout_lineage ON prompt_rollout (lineage_id);
     CREATE INDEX dataset_name ON dataset (name);
     """,
-    # 3: uploaded file bytes live in the database (shared by every replica); NULL for files
-    # stored under the data directory's uploads/ folder by earlier versions.
+    # 3: uploaded file bytes in the database (PostgreSQL, shared by every replica); NULL for files
+    # kept under the data directory's uploads/ folder (SQLite).
     """
     ALTER TABLE file ADD COLUMN data BLOB;
     """,

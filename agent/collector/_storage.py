@@ -117,6 +117,10 @@ class Storage(Protocol):
         """The id of the store's project (stable across restarts)."""
         ...
 
+    #: Whether collectors on other machines may serve the same store (a database server):
+    #: then nothing a request needs may live on one replica's disk (uploaded bytes included).
+    shared: bool
+
     def setting(self, key: str, default: str) -> str:
         """Return the stored setting ``key``; store and return ``default`` when absent."""
         ...
