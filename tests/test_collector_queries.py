@@ -209,3 +209,29 @@ def test_participants_order_by(api: LiteralAPI, fresh_collector: CollectorThread
     edges = response.json()["data"]["participants"]["edges"]
     assert [e["node"]["identifier"] for e in edges] == ["a-user", "b-user", "c-user"]
     assert [u.identifier for u in api.get_users().data] == ["c-user", "a-user", "b-user"]
+
+
+def test_times_are_stored_in_one_form_so_order_is_time_order(api: LiteralAPI) -> None:
+    """Whatever ISO-8601 form a client sends (no fraction, milliseconds, an offset, no zone),
+    the stored time is ``...HH:MM:SS.ffffffZ``: sorting and comparing by startTime follow
+    time, not text (``10:00:01Z`` sorts after ``10:00:01.5Z`` as raw text)."""
+    sent = {
+        "t-whole": "2024-05-01T10:00:01Z",  # reference SDK: isoformat() drops a zero fraction
+        "t-half": "2024-05-01T10:00:01.500Z",  # JavaScript's toISOString()
+        "t-offset": "2024-05-01T12:00:00.750+02:00",
+        "t-naive": "2024-05-01T10:00:02",
+        "t-canon": "2024-05-01T10:00:00.250000Z",
+    }
+    _ingest(api, [{"id": i, "type": "tool", "startTime": t} for i, t in sent.items()])
+    page = api.get_steps(order_by={"column": "startTime", "direction": "ASC"})
+    assert [s.id for s in page.data] == ["t-canon", "t-offset", "t-whole", "t-half", "t-naive"]
+    assert {s.id: s.start_time for s in page.data} == {
+        "t-canon": "2024-05-01T10:00:00.250000Z",
+        "t-offset": "2024-05-01T10:00:00.750000Z",
+        "t-whole": "2024-05-01T10:00:01.000000Z",
+        "t-half": "2024-05-01T10:00:01.500000Z",
+        "t-naive": "2024-05-01T10:00:02.000000Z",
+    }
+    after = [{"field": "startTime", "operator": "gt", "value": "2024-05-01T10:00:01Z"}]
+    later = api.get_steps(filters=after, order_by={"column": "startTime", "direction": "ASC"})
+    assert [s.id for s in later.data] == ["t-half", "t-naive"]

@@ -11,11 +11,13 @@ def now_iso() -> str:
 
 
 def normalize_time(value: str) -> str | None:
-    """Return ``value`` as a UTC ISO-8601 string, or ``None`` when it is not a date.
+    """Return ``value`` as a UTC ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` string, or ``None`` when it
+    is not a date.
 
-    Accepts ``Z`` or a numeric offset, with or without fraction. A value already in UTC
-    with a ``Z`` suffix is returned unchanged (the common case, kept cheap); a value
-    without offset is taken as UTC.
+    Accepts ``Z`` or a numeric offset, with or without fraction (any precision Python
+    parses); a value without offset is taken as UTC. Every stored time has this one form, so
+    that text order is time order (``...:01Z`` would sort after ``...:01.5Z``). A value
+    already in that form is returned unchanged (the common case, kept cheap).
     """
     if len(value) > 64:
         return None
@@ -23,7 +25,7 @@ def normalize_time(value: str) -> str | None:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         return None
-    if value.endswith("Z"):
+    if len(value) == 27 and value[10] == "T" and value[19] == "." and value[26] == "Z":
         return value
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
