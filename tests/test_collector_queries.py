@@ -235,3 +235,61 @@ def test_times_are_stored_in_one_form_so_order_is_time_order(api: LiteralAPI) ->
     after = [{"field": "startTime", "operator": "gt", "value": "2024-05-01T10:00:01Z"}]
     later = api.get_steps(filters=after, order_by={"column": "startTime", "direction": "ASC"})
     assert [s.id for s in later.data] == ["t-half", "t-naive"]
+
+
+def test_thread_duration_and_token_counts(
+    api: LiteralAPI, fresh_collector: CollectorThread
+) -> None:
+    """Thread.duration spans its steps (first start to last end, seconds); tokenCount adds up
+    the generations of a thread's steps, and of every thread of a participant."""
+    user = api.create_user("counted")
+    for tid in ("th-a", "th-b"):
+        api.upsert_thread(tid, name=tid, participant_id=user.id)
+    api.upsert_thread("th-empty", name="empty")
+    gen = {"provider": "p", "model": "m", "messages": [], "type": "CHAT"}
+    _ingest(
+        api,
+        [
+            {
+                "id": "dur-1",
+                "threadId": "th-a",
+                "type": "llm",
+                "startTime": "2024-05-01T10:00:00Z",
+                "endTime": "2024-05-01T10:00:02.500Z",
+                "generation": {**gen, "tokenCount": 7},
+            },
+            {
+                "id": "dur-2",
+                "threadId": "th-a",
+                "type": "llm",
+                "startTime": "2024-05-01T10:00:01Z",
+                "endTime": "2024-05-01T10:00:04Z",
+                "generation": {**gen, "tokenCount": 5},
+            },
+            {
+                "id": "dur-3",
+                "threadId": "th-b",
+                "type": "llm",
+                "generation": {**gen, "tokenCount": 30},
+            },
+        ],
+    )
+    query = (
+        "query($id: String!) { threadDetail(id: $id) { duration tokenCount } "
+        'participant(identifier: "counted") { tokenCount threadCount } }'
+    )
+
+    def ask(thread_id: str) -> dict[str, Any]:
+        response = httpx.post(
+            f"{fresh_collector.url}/api/graphql",
+            json={"query": query, "variables": {"id": thread_id}},
+            headers={"x-api-key": fresh_collector.api_key},
+        )
+        body: dict[str, Any] = response.json()
+        assert "errors" not in body, body
+        return body["data"]
+
+    data = ask("th-a")
+    assert data["threadDetail"] == {"duration": 4.0, "tokenCount": 12}
+    assert data["participant"] == {"tokenCount": 42, "threadCount": 2}
+    assert ask("th-empty")["threadDetail"] == {"duration": None, "tokenCount": 0}

@@ -7,6 +7,7 @@ of them to the schema.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from graphql import GraphQLSchema
@@ -131,11 +132,33 @@ def _thread_steps(thread: Record, info: Info) -> list[Record]:
     return steps
 
 
-def _thread_token_count(thread: Record, info: Info) -> int:
+def _token_count(info: Info, thread_ids: list[str]) -> int:
+    """Tokens of the generations in these threads' steps (at most MAX_NESTED steps)."""
     storage = request_context(info).storage
-    steps = storage.find("step", "threadId", [thread["id"]], limit=MAX_NESTED)
+    if not thread_ids:
+        return 0
+    steps = storage.find("step", "threadId", thread_ids, limit=MAX_NESTED)
     gens = storage.find("generation", "stepId", [s["id"] for s in steps]) if steps else []
     return sum(int(g.get("tokenCount") or 0) for g in gens)
+
+
+def _thread_token_count(thread: Record, info: Info) -> int:
+    return _token_count(info, [thread["id"]])
+
+
+def _thread_duration(thread: Record, info: Info) -> float | None:
+    """Seconds from the first step's start to the last step's end; ``None`` without steps.
+
+    Stored times share one form (``normalize_time``), so text order is time order.
+    """
+    steps = request_context(info).storage.find(
+        "step", "threadId", [thread["id"]], limit=MAX_NESTED
+    )
+    if not steps:
+        return None
+    first = min(s.get("startTime") or s["createdAt"] for s in steps)
+    last = max(s.get("endTime") or s.get("startTime") or s["createdAt"] for s in steps)
+    return max(0.0, (datetime.fromisoformat(last) - datetime.fromisoformat(first)).total_seconds())
 
 
 # -- steps -----------------------------------------------------------------------------
@@ -322,10 +345,13 @@ FIELDS: dict[tuple[str, str], Resolver] = {
     ("Participant", "lastEngaged"): lambda p, info: next(
         (t["createdAt"] for t in _participant_threads(p, info)), None
     ),
-    ("Participant", "tokenCount"): lambda p, _: 0,
+    ("Participant", "tokenCount"): lambda p, info: _token_count(
+        info, [t["id"] for t in _participant_threads(p, info)]
+    ),
     ("Thread", "participant"): _thread_participant,
     ("Thread", "steps"): _thread_steps,
     ("Thread", "tokenCount"): _thread_token_count,
+    ("Thread", "duration"): _thread_duration,
     ("Step", "scores"): _step_scores,
     ("Step", "generation"): _step_generation,
     ("Step", "attachments"): _step_attachments,
