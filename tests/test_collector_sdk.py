@@ -91,7 +91,7 @@ def test_steps(api: LiteralAPI) -> None:
     assert step.id and step.start_time and step.type == "llm"
     updated = api.update_step(step.id, output={"a": 2}, end_time="2030-01-01T00:00:00Z")
     assert updated.input == {"q": 1} and updated.output == {"a": 2} and updated.name == "s"
-    assert updated.end_time == "2030-01-01T00:00:00Z"
+    assert updated.end_time == "2030-01-01T00:00:00.000000Z"  # one stored form
     got = api.get_step(step.id)
     assert got is not None and got.metadata == {"m": 1} and got.tags == ["t"]
     page = api.get_steps(
