@@ -485,6 +485,8 @@ class CollectorConfig(msgspec.Struct, **_STRUCT):
     """Largest accepted request body (larger: 413)."""
     database_url: str | None = None
     """``None`` = SQLite file in ``data_dir``; its password is masked in ``repr``."""
+    database_pool_size: int = 10
+    """PostgreSQL: most connections one collector process opens (a pool; unused on SQLite)."""
 
     def __post_init__(self) -> None:
         for key in self.api_keys:
@@ -630,6 +632,7 @@ _OVERRIDES: Final[dict[str, dict[str, dict[str, Any]]]] = {
         "api_keys": {"secret": True, "nonempty": True},
         "max_body_bytes": _SIZE_RULE,
         "database_url": _NONEMPTY,
+        "database_pool_size": {"low": 1, "high": 1000},
     },
     "logging": {
         "format": {"kind": "choice", "choices": LOG_FORMATS},

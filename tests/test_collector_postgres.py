@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -304,6 +305,34 @@ def test_collector_process_with_database_url(pg_url: str, tmp_path: Path) -> Non
         assert storage.get("thread", ["proc-pg"])["proc-pg"]["name"] == "in pg"
     finally:
         storage.close()
+
+
+def test_pool_size_bounds_the_connections_of_one_process(pg_url: str, tmp_path: Path) -> None:
+    """[collector] database_pool_size reaches the pool: concurrent requests of one collector
+    process never hold more PostgreSQL connections than configured."""
+    import psycopg
+
+    storage = open_storage(pg_url, tmp_path, pool_size=3)
+    try:
+        assert storage._pool.max_size == 3  # type: ignore[attr-defined]
+    finally:
+        storage.close()
+    env = {"LITERAL_AGENT_COLLECTOR_DATABASE_POOL_SIZE": "2"}
+    with CollectorProcess(tmp_path / "p", api_key=API_KEY, database_url=pg_url, env=env) as proc:
+        assert proc.pid is not None
+
+        def count() -> int:
+            with psycopg.connect(pg_url, autocommit=True) as conn:
+                row = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
+                    " AND datname = current_database() AND backend_type = 'client backend'"
+                ).fetchone()
+            return int(row[0]) if row else -1
+
+        api = LiteralAPI(api_key=API_KEY, url=proc.url)
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda i: api.get_threads(first=5), range(64)))
+        assert 1 <= count() <= 2  # the pool keeps what it opened: at most its size
 
 
 # -- schema and migrations ----------------------------------------------------------------------

@@ -463,6 +463,11 @@ def test_client_from_env() -> None:
             id="blame-the-key-that-was-set",
         ),
         pytest.param(
+            "[collector]\ndatabase_pool_size = 0\n",
+            "[collector] database_pool_size: expected an integer between 1 and 1000, got 0",
+            id="pool-size-zero",
+        ),
+        pytest.param(
             "[pipeline]\nbatchsize = 10\n",
             '[pipeline] unknown key "batchsize"; did you mean "batch_size"? valid keys: '
             "max_queue_events, max_queue_bytes, overflow, block_timeout, batch_size,",

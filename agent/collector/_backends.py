@@ -98,8 +98,11 @@ def sqlite_path(url: str, data_dir: str | Path) -> Path:
     return path if path.suffix in (".db", ".sqlite", ".sqlite3") else path / "collector.db"
 
 
-def open_storage(database_url: str | None, data_dir: str | Path) -> Storage:
-    """Open the storage named by ``database_url`` (see the module docstring).
+def open_storage(
+    database_url: str | None, data_dir: str | Path, *, pool_size: int = 10
+) -> Storage:
+    """Open the storage named by ``database_url`` (see the module docstring);
+    ``pool_size``: most connections to PostgreSQL (unused on SQLite).
 
     Raises :class:`ValueError` for an unknown scheme (naming the accepted forms) and
     :class:`StorageOpenError` when PostgreSQL cannot be reached or migrated.
@@ -122,6 +125,6 @@ def open_storage(database_url: str | None, data_dir: str | Path) -> Storage:
                 "database_url is a PostgreSQL URL but psycopg is not installed:"
                 " pip install 'literal-agent[postgres]'"
             ) from exc
-        return open_postgres(database_url)
+        return open_postgres(database_url, max_size=pool_size)
     shown = _redact_without_psycopg(database_url) if scheme else "<not a URL>"
     raise ValueError(f"Unsupported database_url {shown!r}: expected {ACCEPTED_FORMS}")

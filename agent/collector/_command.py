@@ -50,6 +50,7 @@ class CollectorSettings:
     api_keys: tuple[str, ...]
     max_body_bytes: int
     database_url: str | None
+    database_pool_size: int = 10
     log_format: str = "auto"
     log_level: str = "info"
 
@@ -81,6 +82,7 @@ def resolve_settings(args: argparse.Namespace) -> CollectorSettings:
         api_keys=tuple(cfg.api_keys),
         max_body_bytes=cfg.max_body_bytes,
         database_url=cfg.database_url,
+        database_pool_size=cfg.database_pool_size,
         log_format=config.logging.format,
         log_level=config.logging.level,
     )
@@ -131,7 +133,9 @@ def open_storage(settings: CollectorSettings) -> Any:
     from agent.collector._backends import open_storage as open_backend
 
     try:
-        return open_backend(settings.database_url, settings.data_dir)
+        return open_backend(
+            settings.database_url, settings.data_dir, pool_size=settings.database_pool_size
+        )
     except (ValueError, StorageOpenError) as exc:
         message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
         raise SystemExit(f"literal-agent collector: {message}") from None
