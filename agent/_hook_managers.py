@@ -18,6 +18,8 @@ __all__ = ["StepContextManager", "ThreadContextManager"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+_NO_KWARGS: dict[str, Any] = {}  # a context manager's step has no call arguments (read only)
+
 _THREAD_FIELDS = frozenset({"metadata", "tags", "participant_id", "participant_identifier"})
 
 
@@ -50,24 +52,27 @@ class StepContextManager:
         return decorate_step(self._client, func, spec)
 
     def _enter(self) -> Step:
-        opened = self._client._open_step(self._spec, None, (), {})
+        opened = self._client._open_step(self._spec, None, (), _NO_KWARGS)
         self._opened.append(opened)
         return opened[_STEP] if opened is not None else Step(name=self._spec.name)
 
     def _exit(self, exc: BaseException | None) -> None:
-        # One manager may be entered by several tasks at once: close the entry whose step
-        # is current in *this* context (else the latest one).
         stack = self._opened
-        if not stack:
+        if len(stack) == 1:  # the usual case: entered once at a time
+            opened = stack.pop()
+        elif not stack:
             return
-        current = get_current_step()
-        index = len(stack) - 1
-        for i in range(len(stack) - 1, -1, -1):
-            entry = stack[i]
-            if entry is not None and entry[_STEP] is current:
-                index = i
-                break
-        opened = stack.pop(index)
+        else:
+            # Entered by several tasks at once: close the entry whose step is current in
+            # *this* context (else the latest one).
+            current = get_current_step()
+            index = len(stack) - 1
+            for i in range(len(stack) - 1, -1, -1):
+                entry = stack[i]
+                if entry is not None and entry[_STEP] is current:
+                    index = i
+                    break
+            opened = stack.pop(index)
         if opened is not None:
             self._client._close_step(opened, exc, None, False)
 

@@ -662,3 +662,54 @@ def test_handed_over_steps_are_frozen_harmlessly(client: LiteralClient, sink: Me
     assert FROZEN_STATS.get("step_mutated_after_end") - before == 3
     assert [a.name for a in kept.attachments] == ["a.txt"]
     assert late.to_dict()["attachments"] == [] and sink.steps["late"] is late
+
+
+def test_step_ids_are_rfc4122_v4_and_unique_across_counter_blocks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ids stay valid version-4 UUIDs, distinct and correctly formatted across the boundary
+    where the cached high part of the counter changes (every 4096 ids)."""
+    import itertools
+    import uuid
+
+    from agent import _hook_ids
+
+    monkeypatch.setattr(_hook_ids, "_counter", itertools.count(4096 * 7 - 3))
+    monkeypatch.setattr(_hook_ids, "_block", (-1, ""))
+    ids = [_hook_ids.new_step_id() for _ in range(10)]
+    assert len(set(ids)) == 10
+    for value in ids:
+        parsed = uuid.UUID(value)
+        assert str(parsed) == value
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    counters = [int(value.replace("-", "")[-12:], 16) for value in ids]
+    assert counters == list(range(4096 * 7 - 3, 4096 * 7 + 7))
+
+
+def test_step_times_are_wire_formatted_utc_and_ordered(
+    client: LiteralClient, sink: MemorySink
+) -> None:
+    """start/end times are ``YYYY-MM-DDTHH:MM:SS.ffffffZ``, within a few microseconds of the
+    system clock, and never run backwards over many short steps."""
+    import datetime
+
+    @client.step
+    def tick() -> None:
+        return None
+
+    before = datetime.datetime.now(datetime.timezone.utc)
+    for _ in range(3000):
+        tick()
+    after = datetime.datetime.now(datetime.timezone.utc)
+    stamps: list[str] = []
+    for item in sink.items:
+        assert isinstance(item, Step)
+        stamps += [item.start_time or "", item.end_time or ""]
+    fmt = "%Y-%m-%dT%H:%M:%S.%fZ"
+    parsed = [
+        datetime.datetime.strptime(s, fmt).replace(tzinfo=datetime.timezone.utc) for s in stamps
+    ]
+    slack = datetime.timedelta(microseconds=2)
+    assert all(before - slack <= p <= after + slack for p in parsed)
+    assert all(a <= b for a, b in zip(parsed, parsed[1:], strict=False))
+    assert all(len(s) == 27 for s in stamps)
