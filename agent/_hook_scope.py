@@ -135,21 +135,11 @@ def decorate_step(client: HookCore, func: F, spec: StepSpec) -> F:
 def _wrap_function(
     client: HookCore, func: Callable[..., Any], spec: StepSpec, binder: Binder | None
 ) -> Callable[..., Any]:
-    open_step = client._open_step
-    close_step = client._close_step
+    call = client._call
 
     @functools.wraps(func)
     def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-        opened = open_step(spec, binder, args, kwargs)
-        if opened is None:
-            return func(*args, **kwargs)
-        try:
-            result = func(*args, **kwargs)
-        except BaseException as exc:
-            close_step(opened, exc, None, False)
-            raise
-        close_step(opened, None, result, True)
-        return result
+        return call(spec, binder, func, args, kwargs)
 
     return sync_wrapper
 

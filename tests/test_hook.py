@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import itertools
 import math
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -669,7 +670,6 @@ def test_step_ids_are_rfc4122_v4_and_unique_across_counter_blocks(
 ) -> None:
     """Ids stay valid version-4 UUIDs, distinct and correctly formatted across the boundary
     where the cached high part of the counter changes (every 4096 ids)."""
-    import itertools
     import uuid
 
     from agent import _hook_ids
@@ -697,19 +697,62 @@ def test_step_times_are_wire_formatted_utc_and_ordered(
     def tick() -> None:
         return None
 
-    before = datetime.datetime.now(datetime.timezone.utc)
+    before = datetime.datetime.now(datetime.UTC)
     for _ in range(3000):
         tick()
-    after = datetime.datetime.now(datetime.timezone.utc)
+    after = datetime.datetime.now(datetime.UTC)
     stamps: list[str] = []
     for item in sink.items:
         assert isinstance(item, Step)
         stamps += [item.start_time or "", item.end_time or ""]
     fmt = "%Y-%m-%dT%H:%M:%S.%fZ"
     parsed = [
-        datetime.datetime.strptime(s, fmt).replace(tzinfo=datetime.timezone.utc) for s in stamps
+        datetime.datetime.strptime(s, fmt).replace(tzinfo=datetime.UTC) for s in stamps
     ]
     slack = datetime.timedelta(microseconds=2)
     assert all(before - slack <= p <= after + slack for p in parsed)
-    assert all(a <= b for a, b in zip(parsed, parsed[1:], strict=False))
+    assert all(a <= b for a, b in itertools.pairwise(parsed))
     assert all(len(s) == 27 for s in stamps)
+
+
+def test_decorated_call_and_context_manager_build_the_same_steps(
+    client: LiteralClient, sink: MemorySink
+) -> None:
+    """The decorated-function fast path (``HookCore._call``) and the generic open/close used
+    by ``with client.step(...)`` fill the same fields: ids, metadata, tags, extra fields,
+    root run handling, output capture and errors."""
+    client.global_metadata = {"release": "r1"}
+    kwargs: dict[str, Any] = {"metadata": {"k": 1}, "tags": ["t"], "error": None}
+
+    @client.run(name="root_fn", **kwargs)
+    def root_fn() -> dict[str, int]:
+        return {"answer": 42}
+
+    @client.step(name="failing_fn", type="tool", **kwargs)
+    def failing_fn() -> None:
+        raise KeyError("boom")
+
+    with client.thread(name="conversation") as thread:
+        with client.step(name="parent", type="run"):
+            root_fn()
+            with client.run(name="root_cm", **kwargs) as cm_step:
+                cm_step.output = {"answer": 42}
+            with pytest.raises(KeyError):
+                failing_fn()
+            with pytest.raises(KeyError), client.step(name="failing_cm", type="tool", **kwargs):
+                raise KeyError("boom")
+    steps = sink.steps
+    parent = steps["parent"]
+    for fn_name, cm_name in (("root_fn", "root_cm"), ("failing_fn", "failing_cm")):
+        fn, cm = steps[fn_name], steps[cm_name]
+        assert fn.parent_id == cm.parent_id == parent.id
+        assert fn.thread_id == cm.thread_id == thread.id
+        assert fn.root_run_id == cm.root_run_id == parent.id
+        assert fn.metadata == cm.metadata == {"k": 1, "release": "r1"}
+        assert fn.tags == cm.tags == ["t"]
+        assert fn.type == cm.type
+        assert fn.start_time and fn.end_time and cm.start_time and cm.end_time
+    assert steps["root_fn"].output == steps["root_cm"].output == {"answer": 42}
+    assert steps["failing_fn"].error == steps["failing_cm"].error == "'boom'"
+    assert client.get_current_step() is None and client.get_current_thread() is None
+    assert client.hook_stats() == {}
