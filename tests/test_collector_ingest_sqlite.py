@@ -1,0 +1,134 @@
+"""SQLite ingest writes: multi-row statements and group commit store exactly like row-at-a-time.
+
+The writer applies a group of records as a few multi-row ``INSERT ... VALUES (..), (..)``
+statements (chunks of 256 rows, then powers of two). These tests compare the stored rows, in
+insertion order, with the same records written one per ``write`` call, over sizes that cross
+the chunk boundaries and with repeated ids inside and across chunks.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.collector._sqlite import SQLiteStorage, _chunk_sizes, open_sqlite
+from agent.collector._storage import JsonText, ListQuery, Record, Write
+
+
+def _records(count: int, prefix: str) -> list[Record]:
+    """Steps with varied keys, JSON values as text and decoded, and repeated ids."""
+    out: list[Record] = []
+    for i in range(count):
+        step_id = f"{prefix}-{i % max(1, count - 7)}"  # the last 7 repeat earlier ids
+        record: Record = {"id": step_id, "name": f"n{i}" if i % 3 else None}
+        if i % 2:
+            record["input"] = JsonText(f'{{"i": {i}}}')
+        else:
+            record["metadata"] = {"i": i, "tags": ["a"]}
+        if i % 5 == 0:
+            record["tags"] = ["t", str(i)]
+            record["threadId"] = f"{prefix}-thread-{i % 4}"
+        out.append(record)
+    return out
+
+
+def _rows(storage: SQLiteStorage, kind: Any) -> list[Record]:
+    """Every row of ``kind`` in insertion order, without the write-time ``createdAt``."""
+    page = storage.list(kind, ListQuery(descending=False, first=1000))
+    return [{k: v for k, v in r.items() if k != "createdAt"} for r in page.items]
+
+
+@pytest.mark.parametrize("count", [1, 3, 100, 255, 256, 257, 600])
+def test_multi_row_writes_match_row_at_a_time(tmp_path: Path, count: int) -> None:
+    """One write of ``count`` records stores what ``count`` one-record writes store."""
+    records = _records(count, "s")
+    threads = [{"id": f"s-thread-{i % 4}", "name": f"th{i}"} for i in range(count)]
+    batched = open_sqlite(tmp_path / "batched")
+    single = open_sqlite(tmp_path / "single")
+    try:
+        batched.write(
+            [
+                Write("thread", [dict(t) for t in threads], "insert_missing"),
+                Write("step", [dict(r) for r in records]),
+            ]
+        )
+        for thread in threads:
+            single.write([Write("thread", [dict(thread)], "insert_missing")])
+        for record in records:
+            single.write([Write("step", [dict(record)])])
+        assert _rows(batched, "step") == _rows(single, "step")
+        assert _rows(batched, "thread") == _rows(single, "thread")
+        assert len(_rows(batched, "step")) == len({r["id"] for r in records})
+    finally:
+        batched.close()
+        single.close()
+
+
+def test_chunk_sizes_cover_every_row_with_few_statement_shapes() -> None:
+    """Chunks are contiguous, cover every row, and use at most 9 distinct sizes."""
+    shapes: set[int] = set()
+    for total in range(0, 1200):
+        chunks = list(_chunk_sizes(total, 256))
+        assert sum(size for _, size in chunks) == total
+        assert all(start == sum(s for _, s in chunks[:i]) for i, (start, _) in enumerate(chunks))
+        shapes.update(size for _, size in chunks)
+    assert shapes == {1, 2, 4, 8, 16, 32, 64, 128, 256}
+
+
+def test_failing_write_in_a_group_fails_alone(tmp_path: Path) -> None:
+    """Writes committed in one group transaction: a failing one is rolled back alone."""
+    storage = open_sqlite(tmp_path / "group")
+    release = threading.Event()
+    started = threading.Event()
+
+    def hold(conn: Any) -> None:
+        started.set()
+        release.wait(10)
+
+    errors: dict[str, BaseException] = {}
+
+    def write(name: str, writes: list[Write]) -> None:
+        try:
+            storage.write(writes)
+        except Exception as exc:
+            errors[name] = exc
+
+    try:
+        holder = threading.Thread(target=storage._submit, args=(hold, 1))
+        holder.start()
+        assert started.wait(10)
+        calls = [
+            ("good", [Write("step", [{"id": "g1"}, {"id": "g2", "name": "x"}])]),
+            ("bad", [Write("step", [{"id": "b1"}]), Write("step", [{"name": "no id"}])]),
+            ("good2", [Write("thread", [{"id": "t1"}], "insert_missing")]),
+        ]
+        writers = [threading.Thread(target=write, args=call) for call in calls]
+        for thread in writers:
+            thread.start()
+        while storage._jobs.qsize() < 3:  # all three queued behind the held transaction
+            threading.Event().wait(0.01)
+        release.set()
+        for thread in [holder, *writers]:
+            thread.join(10)
+        assert set(errors) == {"bad"}
+        assert set(storage.get("step", ["g1", "g2", "b1"])) == {"g1", "g2"}
+        assert set(storage.get("thread", ["t1"])) == {"t1"}
+    finally:
+        release.set()
+        storage.close()
+
+
+def test_failing_single_write_leaves_store_usable(tmp_path: Path) -> None:
+    """A write alone in its transaction (no savepoint) rolls back whole; later writes work."""
+    storage = open_sqlite(tmp_path / "single")
+    try:
+        with pytest.raises(Exception):  # noqa: B017 - sqlite3.IntegrityError
+            storage.write([Write("step", [{"id": "a"}, {"name": "no id"}])])
+        assert storage.get("step", ["a"]) == {}
+        storage.write([Write("step", [{"id": "a", "name": "ok"}])])
+        assert storage.get("step", ["a"])["a"]["name"] == "ok"
+    finally:
+        storage.close()
