@@ -42,6 +42,7 @@ _EXPORTS: dict[str, str] = {
     # errors
     "AuthenticationError": "agent._exceptions",
     "BadRequestError": "agent._exceptions",
+    "ClientClosedError": "agent._exceptions",
     "GraphQLError": "agent._exceptions",
     "HTTPStatusError": "agent._exceptions",
     "LiteralError": "agent._exceptions",
@@ -72,6 +73,7 @@ __all__ = [
     "BadRequestError",
     "BaseGeneration",
     "ChatGeneration",
+    "ClientClosedError",
     "CompletionGeneration",
     "ConfigError",
     "Dataset",
@@ -129,6 +131,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from agent._exceptions import (
         AuthenticationError,
         BadRequestError,
+        ClientClosedError,
         GraphQLError,
         HTTPStatusError,
         LiteralError,

@@ -48,6 +48,7 @@ from agent import __version__
 from agent import _operations as ops
 from agent._context import get_current_step, get_current_thread
 from agent._exceptions import (
+    ClientClosedError,
     GraphQLError,
     LiteralError,
     ServerError,
@@ -196,6 +197,12 @@ class _BaseLiteralAPI:
         assert operation.path is not None
         return self.rest_endpoint + operation.path, _encoder.encode(operation.body or {}), timeout
 
+    def _closed_error(self, what: str) -> ClientClosedError:
+        return ClientClosedError(
+            f"Cannot {what}: this {type(self).__name__} was closed (close()/aclose() or the end "
+            f"of its with block released its connections); create a new {type(self).__name__}"
+        )
+
     def _transport_error(self, what: str, exc: httpx.TransportError) -> TransportError:
         kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "failed"
         return TransportError(
@@ -315,6 +322,10 @@ class LiteralAPI(_BaseLiteralAPI):
             response = self._http.post(url, content=body, headers=self.headers, timeout=timeout)
         except httpx.TransportError as exc:
             raise self._transport_error(operation.description, exc) from exc
+        except RuntimeError as exc:  # httpx: "Cannot send a request, as the client has been closed"
+            if not self._http.is_closed:
+                raise
+            raise self._closed_error(operation.description) from exc
         return self._result(operation, response.status_code, response.content, response.headers)
 
     def _upload(self, upload: ops.Upload) -> None:
@@ -329,6 +340,10 @@ class LiteralAPI(_BaseLiteralAPI):
             )
         except httpx.TransportError as exc:
             raise self._transport_error("upload file", exc) from exc
+        except RuntimeError as exc:  # httpx: "Cannot send a request, as the client has been closed"
+            if not self._http.is_closed:
+                raise
+            raise self._closed_error("upload file") from exc
         if response.status_code >= 400:
             raise error_for_status(response.status_code, response.text, what="upload file")
 
@@ -850,6 +865,10 @@ class AsyncLiteralAPI(_BaseLiteralAPI):
             )
         except httpx.TransportError as exc:
             raise self._transport_error(operation.description, exc) from exc
+        except RuntimeError as exc:  # httpx: "Cannot send a request, as the client has been closed"
+            if not self._http.is_closed:
+                raise
+            raise self._closed_error(operation.description) from exc
         return self._result(operation, response.status_code, response.content, response.headers)
 
     async def _upload(self, upload: ops.Upload) -> None:
@@ -864,6 +883,10 @@ class AsyncLiteralAPI(_BaseLiteralAPI):
             )
         except httpx.TransportError as exc:
             raise self._transport_error("upload file", exc) from exc
+        except RuntimeError as exc:  # httpx: "Cannot send a request, as the client has been closed"
+            if not self._http.is_closed:
+                raise
+            raise self._closed_error("upload file") from exc
         if response.status_code >= 400:
             raise error_for_status(response.status_code, response.text, what="upload file")
 

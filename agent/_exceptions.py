@@ -3,6 +3,7 @@
 ::
 
     LiteralError(Exception)
+    ├── ClientClosedError          a request on a LiteralAPI / AsyncLiteralAPI after close()
     ├── TransportError             connection refused/reset, DNS, timeouts
     │                              (httpx.TransportError mapped at the boundary)
     ├── HTTPStatusError            any status >= 400 not covered below (.status, .body)
@@ -29,6 +30,7 @@ from typing import Any
 __all__ = [
     "AuthenticationError",
     "BadRequestError",
+    "ClientClosedError",
     "GraphQLError",
     "HTTPStatusError",
     "LiteralError",
@@ -64,6 +66,11 @@ class LiteralError(Exception):
     def __init__(self, message: str) -> None:
         self.message = _scrub(message)
         super().__init__(self.message)
+
+
+class ClientClosedError(LiteralError):
+    """A request was made on an API client after its ``close()`` / ``aclose()`` (or the end
+    of its ``with`` block): its connections are released; create a new client."""
 
 
 class TransportError(LiteralError):

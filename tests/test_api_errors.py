@@ -28,6 +28,7 @@ from agent._api import AsyncLiteralAPI, LiteralAPI
 from agent._exceptions import (
     AuthenticationError,
     BadRequestError,
+    ClientClosedError,
     GraphQLError,
     HTTPStatusError,
     LiteralError,
@@ -244,6 +245,26 @@ async def test_unserialisable_values_become_strings(online: Any) -> None:
 
 
 # --------------------------------------------------------------------------- error mapping
+
+
+async def test_request_on_a_closed_client_says_it_is_closed(
+    kind: str, collector: CollectorThread
+) -> None:
+    """After close()/aclose(), a request (and an upload) raises ClientClosedError, a
+    LiteralError naming the client and what to do, not httpx's RuntimeError."""
+    api = make_api(kind, collector.api_key, collector.url)
+    users = await call(api, "get_users")()  # works while open
+    assert users is not None
+    await close(api)
+    with pytest.raises(ClientClosedError) as caught:
+        await call(api, "get_users")()
+    error = caught.value
+    assert isinstance(error, LiteralError) and not isinstance(error, TransportError)
+    assert type(api).__name__ in str(error) and "closed" in str(error)
+    assert "get users" in str(error)
+    assert isinstance(error.__cause__, RuntimeError)
+    with pytest.raises(ClientClosedError, match="closed"):
+        await call(api, "upload_file")(content=b"x", thread_id="t", mime="text/plain")
 
 
 async def test_wrong_key_is_an_authentication_error(kind: str, collector: CollectorThread) -> None:
