@@ -95,6 +95,12 @@ CLIENT_NAME = "literal-agent"
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_MAX_CONNECTIONS = 10
 
+#: The environment of the innermost active ``client.environment(...)`` /
+#: ``client.experiment_item_run()`` block: process-wide (the reference rewrites
+#: ``LITERAL_ENV`` instead), it wins over ``environment=`` and ``LITERAL_ENV`` while the block
+#: runs, for every request of every API client (the pipeline's included).
+active_environment: str | None = None
+
 _encoder = msgspec.json.Encoder(enc_hook=ops.enc_hook)
 _decoder = msgspec.json.Decoder()
 
@@ -174,14 +180,15 @@ class _BaseLiteralAPI:
 
     @property
     def headers(self) -> dict[str, str]:
-        """Headers of every API request (``x-env`` from ``environment`` or ``LITERAL_ENV``)."""
+        """Headers of every API request (``x-env``: the active ``client.environment(...)``
+        block's, else ``environment``, else ``LITERAL_ENV``)."""
         headers = {
             "Content-Type": "application/json",
             "x-api-key": self.api_key,
             "x-client-name": CLIENT_NAME,
             "x-client-version": __version__,
         }
-        if env := self.environment or os.environ.get(ENVIRONMENT_ENV):
+        if env := active_environment or self.environment or os.environ.get(ENVIRONMENT_ENV):
             headers["x-env"] = env
         return headers
 

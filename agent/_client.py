@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from agent._context import (
+    get_current_experiment_run_id,
     get_current_root_run,
     get_current_step,
     get_current_thread,
@@ -43,7 +44,12 @@ from agent._hook_core import TOKEN as _TOKEN
 from agent._hook_core import HookCore, StepSpec
 from agent._hook_frozen import FROZEN_EMPTY
 from agent._hook_ids import iso_now, new_step_id
-from agent._hook_managers import StepContextManager, ThreadContextManager
+from agent._hook_managers import (
+    EnvironmentContextManager,
+    ExperimentItemRunContextManager,
+    StepContextManager,
+    ThreadContextManager,
+)
 from agent._hook_sink import SinkHolder, SinkLike
 from agent._hook_stats import HookStats
 from agent._models import (
@@ -61,6 +67,8 @@ if TYPE_CHECKING:
 __all__ = [
     "AsyncLiteralClient",
     "BaseLiteralClient",
+    "EnvironmentContextManager",
+    "ExperimentItemRunContextManager",
     "LiteralClient",
     "StepContextManager",
     "StepSpec",
@@ -280,6 +288,45 @@ class BaseLiteralClient(HookCore):
             return cm(original_function)
         return cm
 
+    @overload
+    def environment(self, original_function: F, /) -> F: ...
+    @overload
+    def environment(
+        self, original_function: None = None, /, env: str = "prod"
+    ) -> EnvironmentContextManager: ...
+    def environment(
+        self, original_function: Callable[..., Any] | None = None, /, env: str = "prod"
+    ) -> Any:
+        """Send with ``x-env: env`` while a block (or each call of a decorated function)
+        runs: ``with client.environment(env="staging"): ...``. Process-wide, like the
+        reference (see :class:`~agent._hook_managers.EnvironmentContextManager`)."""
+        cm = EnvironmentContextManager(self, env)
+        if original_function is not None:
+            return cm(original_function)
+        return cm
+
+    @overload
+    def experiment_item_run(self, original_function: F, /) -> F: ...
+    @overload
+    def experiment_item_run(
+        self, original_function: None = None, /, *, flush_timeout: float | None = 30.0
+    ) -> ExperimentItemRunContextManager: ...
+    def experiment_item_run(
+        self,
+        original_function: Callable[..., Any] | None = None,
+        /,
+        *,
+        flush_timeout: float | None = 30.0,
+    ) -> Any:
+        """One run of an experiment item: a ``run`` step ("Experiment Run") whose id
+        ``DatasetExperiment.log`` attaches as ``experimentRunId``, sent in the ``experiment``
+        environment (the pipeline is flushed when the block exits, at most
+        ``flush_timeout`` seconds). As decorator or (async) context manager."""
+        cm = ExperimentItemRunContextManager(self, flush_timeout)
+        if original_function is not None:
+            return cm(original_function)
+        return cm
+
     def start_step(  # noqa: PLR0917 - reference signature
         self,
         name: str = "",
@@ -471,6 +518,10 @@ class BaseLiteralClient(HookCore):
     def get_current_root_run(self) -> Step | None:
         """The root run of the current context."""
         return get_current_root_run()
+
+    def get_current_experiment_run_id(self) -> str | None:
+        """The id of the current ``experiment_item_run()`` of this context, or ``None``."""
+        return get_current_experiment_run_id()
 
     def reset_context(self) -> None:
         """Forget the open steps, the active thread and the root run of this context."""

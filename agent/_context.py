@@ -8,6 +8,10 @@ Standard :mod:`contextvars` semantics, like the reference SDK (``literalai/conte
 * a new OS thread starts with an *empty* context: steps opened there have no parent and no
   thread unless the caller carries the context over (``contextvars.copy_context().run``).
 
+The experiment-item run of ``client.experiment_item_run()`` (the id that
+``DatasetExperiment.log`` attaches, as the reference's ``active_experiment_item_run_id_var``)
+is a second variable: it is rarely set and never read on the hot path.
+
 The three values live in *one* context variable holding an immutable
 ``(open_steps, thread, root_run)`` tuple (innermost step last): a decorated call then costs
 one ``get`` and one ``set`` on entry and on exit, and a copied context can never be mutated
@@ -23,6 +27,8 @@ from agent._models import Step, Thread
 __all__ = [
     "EMPTY",
     "State",
+    "experiment_run_var",
+    "get_current_experiment_run_id",
     "get_current_root_run",
     "get_current_step",
     "get_current_thread",
@@ -39,6 +45,10 @@ EMPTY: State = ((), None, None)
 
 state_var: ContextVar[State] = ContextVar("literal_hook_state", default=EMPTY)
 
+experiment_run_var: ContextVar[str | None] = ContextVar(
+    "literal_experiment_item_run", default=None
+)
+
 
 def get_current_step() -> Step | None:
     """The innermost open step of this context, or ``None``."""
@@ -51,14 +61,22 @@ def get_current_thread() -> Thread | None:
     return state_var.get()[1]
 
 
+def get_current_experiment_run_id() -> str | None:
+    """The id of the innermost ``client.experiment_item_run()`` of this context, or ``None``."""
+    return experiment_run_var.get()
+
+
 def get_current_root_run() -> Step | None:
     """The outermost open ``run`` step of this context, or ``None``."""
     return state_var.get()[2]
 
 
 def reset_context() -> None:
-    """Forget the open steps, the active thread and the root run of this context."""
+    """Forget the open steps, the active thread, the root run and the experiment-item run of
+    this context."""
     state_var.set(EMPTY)
+    if experiment_run_var.get() is not None:
+        experiment_run_var.set(None)
 
 
 def set_thread(thread: Thread | None) -> Thread | None:

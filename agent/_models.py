@@ -632,12 +632,11 @@ class DatasetExperimentItem(_Wire):
 
 
 def _active_experiment_run_id() -> str | None:
-    """The experiment-run id of the active hook context, if the hook tracks one."""
-    from agent import _context
+    """The id of the current ``client.experiment_item_run()`` (the reference's
+    ``active_experiment_item_run_id_var``), or ``None``."""
+    from agent._context import get_current_experiment_run_id  # _context imports this module
 
-    getter = getattr(_context, "get_current_experiment_run_id", None)
-    value = getter() if callable(getter) else None
-    return value if isinstance(value, str) else None
+    return get_current_experiment_run_id()
 
 
 class DatasetExperiment(_Wire, dict=True):
