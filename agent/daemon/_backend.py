@@ -3,9 +3,11 @@
 The server only needs four operations, so it talks to a :class:`Backend` and not to the
 pipeline directly. Items are the pipeline's plain dicts (step dicts; scores and threads
 marked with ``"__kind__"``, see :mod:`agent.pipeline._events`), built by the protocol
-module: ``submit`` (memory durability: O(1) per event, never blocks),
+module: ``submit`` (memory durability: one queue operation per frame, never blocks),
 ``submit_durable`` (disk durability: returns once the events are group-committed to the
-spool; called on a worker thread), ``flush`` and ``stats``.
+spool; called on a worker thread), ``flush`` and ``stats``. ``validated=True`` says the
+events are step dicts in wire form with ids (the fast decoder's output), so the pipeline
+batches them without a per-event pass; ``nbytes`` is their size on the wire.
 """
 
 from __future__ import annotations
@@ -29,11 +31,11 @@ Items = Sequence[dict[str, Any]]
 class Backend(Protocol):
     """What the server feeds. Implementations are thread-safe."""
 
-    def submit(self, events: Items) -> int:
+    def submit(self, events: Items, *, validated: bool = False, nbytes: int = 0) -> int:
         """Accept events into memory; returns how many were accepted (the rest were dropped)."""
         ...
 
-    def submit_durable(self, events: Items) -> int:
+    def submit_durable(self, events: Items, *, validated: bool = False) -> int:
         """Accept events and return once they are on disk; 0 when they could not be stored."""
         ...
 
@@ -52,11 +54,11 @@ class PipelineBackend:
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
 
-    def submit(self, events: Items) -> int:
-        return sum(map(self.pipeline.enqueue, events))
+    def submit(self, events: Items, *, validated: bool = False, nbytes: int = 0) -> int:
+        return self.pipeline.enqueue_many(events, validated=validated, nbytes=nbytes)
 
-    def submit_durable(self, events: Items) -> int:
-        return len(events) if self.pipeline.enqueue_durable(events) else 0
+    def submit_durable(self, events: Items, *, validated: bool = False) -> int:
+        return len(events) if self.pipeline.enqueue_durable(events, validated=validated) else 0
 
     def flush(self, timeout: float) -> Flushed:
         result = self.pipeline.flush(timeout)
@@ -88,7 +90,7 @@ class MemoryBackend:
         self._keep = keep
         self._cond = threading.Condition()
 
-    def submit(self, events: Items) -> int:
+    def submit(self, events: Items, *, validated: bool = False, nbytes: int = 0) -> int:
         with self._cond:
             room = len(events)
             if self._capacity is not None:
@@ -100,7 +102,7 @@ class MemoryBackend:
             self._cond.notify_all()
             return room
 
-    def submit_durable(self, events: Items) -> int:
+    def submit_durable(self, events: Items, *, validated: bool = False) -> int:
         accepted = self.submit(events)
         with self._cond:
             self.durable_batches += 1

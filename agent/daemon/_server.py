@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -272,18 +273,26 @@ class _Connection:
             self.counters[_KIND[kind]] += count
         return await self._submit_items(events_to_dicts(events))
 
-    async def _submit_items(self, events: list[dict[str, Any]]) -> asyncio.Future[int]:
-        """Hand pipeline dicts to the backend (memory: at once; disk: on an I/O thread)."""
+    async def _submit_items(
+        self, events: list[dict[str, Any]], *, validated: bool = False, nbytes: int = 0
+    ) -> asyncio.Future[int]:
+        """Hand pipeline dicts to the backend (memory: at once; disk: on an I/O thread).
+
+        ``validated``: wire step dicts from the fast decoder (``nbytes``: the frame's size).
+        """
         loop = asyncio.get_running_loop()
         if not self.durable:
             future: asyncio.Future[int] = loop.create_future()
-            accepted = self.server.backend.submit(events)
+            accepted = self.server.backend.submit(events, validated=validated, nbytes=nbytes)
             self._count_accepted(len(events), accepted)
             future.set_result(accepted)
             return future
         await self.in_flight.acquire()
         backend = self.server.backend
-        inner = loop.run_in_executor(self.server._executor, backend.submit_durable, events)
+        inner = loop.run_in_executor(
+            self.server._executor,
+            functools.partial(backend.submit_durable, events, validated=validated),
+        )
 
         def done(fut: asyncio.Future[int]) -> None:
             self.in_flight.release()
@@ -403,7 +412,7 @@ class _Connection:
         if fast is not None:
             items, seq, ack = fast
             self.counters["events.step"] += len(items)
-            fut = await self._submit_items(items)
+            fut = await self._submit_items(items, validated=True, nbytes=len(body))
             if ack:
                 await self.replies.put(self._ack([fut], seq, 0))
             return

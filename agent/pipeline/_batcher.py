@@ -5,8 +5,12 @@ The worker feeds raw items to a :class:`BatchBuilder`, which normalises each one
 and closes a batch at ``batch_size`` events or about ``batch_bytes`` bytes. A closed batch
 goes through the preprocessing hook once, before it is either sent or spilled (so redacted
 data is what reaches the disk). On disk a spool record is a msgpack array of events (one or
-several batches spilled together), built by concatenating the already encoded events
-behind an array header; replay sends it in ``batch_size`` chunks.
+several batches spilled together), encoded with one encoder call for the whole array
+(:func:`encode_events`); replay sends it in ``batch_size`` chunks.
+
+A :class:`~agent.pipeline._queue.Chunk` marked ``trusted`` (the daemon's validated frames)
+is cut into batches with list slices: no Python-level work per event, its size known from
+the frame's length.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import msgspec
 import structlog
 
 from agent.pipeline._events import KIND_KEY, Event, normalize
-from agent.pipeline._queue import FlushMarker
+from agent.pipeline._queue import Chunk, FlushMarker
 from agent.pipeline._stats import Counters, DropReason
 
 __all__ = [
@@ -30,6 +34,7 @@ __all__ = [
     "Preprocess",
     "decode_record",
     "encode_event",
+    "encode_events",
     "encode_record",
 ]
 
@@ -79,6 +84,26 @@ def encode_record(encoded: list[bytes]) -> bytes:
     return _array_header(len(encoded)) + b"".join(encoded)
 
 
+def encode_events(events: list[Event], counters: Counters | None = None) -> bytes:
+    """One spool record (a msgpack array) for ``events``, with one encoder call.
+
+    An event msgpack cannot carry even with ``str()`` for unknown types (an int beyond 64
+    bits, a recursive structure) is left out and counted as ``invalid_item`` (when
+    ``counters`` is given) instead of failing the whole record.
+    """
+    try:
+        return _encode(events)
+    except Exception:
+        parts: list[bytes] = []
+        for event in events:
+            try:
+                parts.append(_encode(event))
+            except Exception:
+                if counters is not None:
+                    counters.drop(DropReason.INVALID)
+        return encode_record(parts)
+
+
 def decode_record(data: bytes) -> list[Event]:
     """The events of a spool record (raises msgspec.DecodeError when it is not one)."""
     return _decoder.decode(data)
@@ -89,20 +114,19 @@ class Batch:
     """Events sent together (one ``send_steps``) or spilled together (one record)."""
 
     events: list[Event]
-    encoded: list[bytes] | None  # msgpack of each event, once computed (spill)
+    encoded: bytes | None  # the spool record of these events, once computed (spill)
     nbytes: int
     seq_end: int = -1  # queue sequence just past the last event; -1 for spool replays
     refs: list[Any] = field(default_factory=list)  # spool RecordRefs (replays)
     threads: int | None = None  # thread upserts among the events (None: unknown)
     cancel: Any = None  # the anyio CancelScope of its send, while in flight
 
-    def record(self) -> bytes:
-        """The spool record for this batch (encodes now if needed)."""
+    def record(self, counters: Counters | None = None) -> bytes:
+        """The spool record for this batch (encodes now if needed, once)."""
         encoded = self.encoded
         if encoded is None:
-            encoded = [_encode(e) for e in self.events]
-            self.encoded = encoded
-        return encode_record(encoded)
+            encoded = self.encoded = encode_events(self.events, counters)
+        return encoded
 
     def __len__(self) -> int:
         return len(self.events)
@@ -181,6 +205,20 @@ class BatchBuilder:
                     nbytes = threads = 0
                 on_marker(item, seq)
                 continue
+            elif kind is Chunk:
+                self._events, self._bytes, self._threads = events, nbytes, threads
+                self._until_sample = until
+                self.measured_count += added
+                added = 0
+                if item.trusted:
+                    seq = self._slice(item, seq, out)
+                else:
+                    batches, seq = self.extend(item.items, seq, on_marker)
+                    out.extend(batches)
+                events, nbytes, threads = self._events, self._bytes, self._threads
+                until = self._until_sample
+                mean = int(self.mean_size)
+                continue
             else:
                 try:
                     normalized = normalize(item)
@@ -217,6 +255,41 @@ class BatchBuilder:
         self._until_sample = until
         self.measured_count += added
         return out, seq
+
+    def _slice(self, chunk: Chunk, seq: int, out: list[Batch]) -> int:
+        """Cut a trusted chunk into batches with list slices (no per-event work)."""
+        items = chunk.items
+        total = len(items)
+        if chunk.nbytes > 0:
+            size = max(1, chunk.nbytes // total)
+            self.mean_size = 0.8 * self.mean_size + 0.2 * size
+            self._samples += 1
+            if not self._samples % 4:  # in-memory size of one event, now and then
+                ratio = deep_sizeof(items[0]) / size
+                self.memory_ratio = 0.9 * self.memory_ratio + 0.1 * min(16.0, max(0.5, ratio))
+        else:
+            size = max(1, int(self.mean_size))
+        batch_size = self.batch_size
+        batch_bytes = self.batch_bytes
+        pos = 0
+        while pos < total:
+            events = self._events
+            room = min(
+                batch_size - len(events),
+                max(1, (batch_bytes - self._bytes) // size),
+                total - pos,
+            )
+            if not events and room == total:
+                self._events = events = items  # the whole chunk: adopt its list
+            else:
+                events.extend(items[pos : pos + room])
+            pos += room
+            seq += room
+            self._bytes += room * size
+            if len(events) >= batch_size or self._bytes >= batch_bytes:
+                out.append(self._close(seq))
+        self.measured_count += total
+        return seq
 
     def _sample(self, item: object, event: Event) -> int:
         size = len(_encode(event))

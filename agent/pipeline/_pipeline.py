@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
 import msgspec
 import structlog
@@ -204,13 +204,38 @@ class Pipeline:
         """Queue one item for delivery: O(1), no I/O, never raises. False: refused (counted)."""
         return self._queue.put(item)
 
-    def enqueue_durable(self, items: Sequence[Item]) -> bool:
+    def enqueue_many(
+        self, items: Sequence[Item], *, validated: bool = False, nbytes: int = 0
+    ) -> int:
+        """Queue many items with one queue operation; never raises; returns how many were
+        accepted (the others are counted in ``stats().dropped`` by reason, as ``enqueue``
+        counts them: when the queue is full the newest items are refused, or the oldest
+        queued ones evicted under ``drop_oldest``).
+
+        ``validated=True`` promises that every item is a step dict in wire form (camelCase
+        keys, ``"type"`` set, a ``str`` ``"id"``, no ``"__kind__"``), as the daemon's
+        decoder builds them: the worker then cuts them into batches without looking at each
+        one. Otherwise each item is normalised like one ``enqueue`` (invalid ones counted
+        ``invalid_item``). ``nbytes``: their msgpack size, when known (a frame's length),
+        used for batch sizing and the queue's byte bound. The items are copied into the
+        queue (the sequence is not kept).
+        """
+        try:
+            if not self._queue.open:
+                self._restart_in_child()
+            return self._queue.put_many(list(items), trusted=validated, nbytes=nbytes)
+        except Exception:  # never raise into the caller
+            return 0
+
+    def enqueue_durable(self, items: Sequence[Item], *, validated: bool = False) -> bool:
         """Write ``items`` to the spool and return once an fsync covers them (group commit).
 
         For the daemon's disk durability mode: this blocks on disk I/O, never call it from an
         application's hot path. Items reach the backend through replay, in order. Returns
         False when they could not be made durable (no spool: they were queued in memory
-        instead; spool full or failing: counted as dropped).
+        instead; spool full or failing: counted as dropped). ``validated``: as for
+        :meth:`enqueue_many` (no per-item normalisation). The record is encoded with one
+        encoder call for all the items.
         """
         if not items:
             return True
@@ -220,25 +245,29 @@ class Pipeline:
         self._worker.started.wait(10.0)
         spool = self._worker.spool
         if spool is None or self._shutting_down:
-            queued = [self.enqueue(item) for item in items]
-            return False if spool is None else all(queued)
-        events = []
-        for item in items:
-            try:
-                event = normalize(item)
-            except Exception:
-                event = None
-            if event is None:
-                self._counters.drop(DropReason.INVALID)
-            else:
-                events.append(event)
+            queued = self.enqueue_many(items, validated=validated)
+            return False if spool is None else queued == len(items)
+        events: list[dict[str, Any]]
+        if validated:
+            events = cast("list[dict[str, Any]]", list(items))
+        else:
+            events = []
+            for item in items:
+                try:
+                    event = normalize(item)
+                except Exception:
+                    event = None
+                if event is None:
+                    self._counters.drop(DropReason.INVALID)
+                else:
+                    events.append(event)
         if not events:
             return False
         batch = Batch(events, None, 0)
         if self._preprocess is not None:
             apply_preprocess(batch, self._preprocess, self._counters)
         try:
-            record = batch.record()
+            record = batch.record(self._counters)
         except Exception:
             self._counters.drop(DropReason.INVALID, len(events))
             return False

@@ -18,6 +18,13 @@ When the queue is full the overflow policy applies (off the hot path):
 * ``drop_oldest``: evict the oldest queued event (``drop_oldest``) and accept the new one;
 * ``block``: wait up to ``block_timeout`` for room, then refuse (``block_timeout``).
 
+Many events can travel as one :class:`Chunk` (``put_many``, the daemon's path): one deque
+entry and one lock round trip for a whole decoded frame, counted by its events (``extra``
+holds the events beyond one per chunk, so ``len(dq) + extra`` is the number of queued
+items). A chunk that does not fit is cut by the same policies, event by event: the newest
+events are refused (``drop_newest``, ``spill`` past its wait, ``block`` past its wait) or
+the oldest queued events are evicted (``drop_oldest``).
+
 Flush markers ride in the same deque (FIFO), so a flush covers exactly what was enqueued
 before it.
 """
@@ -34,7 +41,7 @@ from typing import Any
 
 from agent.pipeline._stats import Counters, DropReason
 
-__all__ = ["EventQueue", "FlushMarker", "OverflowPolicy", "suppressed"]
+__all__ = ["Chunk", "EventQueue", "FlushMarker", "OverflowPolicy", "suppressed"]
 
 #: Set in the worker thread (and by :func:`suppressed`): events enqueued while it is true
 #: are refused, so the agent's own logging can never feed the pipeline.
@@ -75,6 +82,26 @@ class FlushMarker:
         self.tally = [0, 0, 0]
 
 
+class Chunk:
+    """Many items enqueued together (one deque entry): see :meth:`EventQueue.put_many`.
+
+    ``trusted``: every item is already a wire step dict with a ``str`` id (the daemon's
+    validated frames), so the batcher slices the list without looking at each event;
+    otherwise each item is normalised like one put alone. ``nbytes``: their msgpack size
+    when the caller knows it (a frame's length), else 0.
+    """
+
+    __slots__ = ("items", "nbytes", "trusted")
+
+    def __init__(self, items: list[Any], *, trusted: bool = False, nbytes: int = 0) -> None:
+        self.items = items
+        self.trusted = trusted
+        self.nbytes = nbytes
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
 class EventQueue:
     """Bounded MPSC queue of raw items (normalised later by the worker)."""
 
@@ -103,6 +130,7 @@ class EventQueue:
         self.taken = 0  # items taken by the worker (markers excluded)
         self.evicted = 0  # items removed by drop_oldest
         self.markers_queued = 0  # flush markers in dq (not events)
+        self.extra = 0  # events in queued chunks beyond one per chunk (under _lock)
         self._waker: Callable[[], None] | None = None
         self._lock = threading.Lock()
         self._space = threading.Condition(self._lock)
@@ -122,7 +150,7 @@ class EventQueue:
     def put(self, item: Any) -> bool:
         """Enqueue ``item``: O(1), never raises; False when refused (counted)."""
         dq = self.dq
-        if len(dq) < self.limit and self.open and not SUPPRESS.get():
+        if len(dq) + self.extra < self.limit and self.open and not SUPPRESS.get():
             dq.append(item)
             if len(dq) >= self.wake_at and not self.wake_pending:
                 self._wake()
@@ -167,28 +195,45 @@ class EventQueue:
 
     def _evict_and_put(self, item: Any) -> bool:
         with self._lock:
-            dq = self.dq
-            markers: list[Any] = []
-            evicted = False
-            while dq:
-                try:
-                    old = dq.popleft()
-                except IndexError:
-                    break
-                if type(old) is FlushMarker:
-                    markers.append(old)
-                    continue
-                evicted = True
-                break
-            for marker in reversed(markers):
-                dq.appendleft(marker)
-            if evicted:
-                self.evicted += 1
-                self.counters.drop(DropReason.DROP_OLDEST)
-            dq.append(item)
+            self._evict(1)
+            self.dq.append(item)
         if not self.wake_pending:
             self._wake()
         return True
+
+    def _evict(self, n: int) -> int:
+        """Remove the ``n`` oldest queued events (markers stay in place); under ``_lock``."""
+        dq = self.dq
+        markers: list[Any] = []
+        evicted = 0
+        while evicted < n and dq:
+            try:
+                old = dq.popleft()
+            except IndexError:
+                break
+            if type(old) is FlushMarker:
+                markers.append(old)
+                continue
+            if type(old) is Chunk:
+                need = n - evicted
+                size = len(old.items)
+                if size > need:  # cut the chunk: its newest events stay queued
+                    old.items = old.items[need:]
+                    old.nbytes = old.nbytes * (size - need) // size
+                    self.extra -= need
+                    dq.appendleft(old)
+                    evicted += need
+                    break
+                self.extra -= size - 1
+                evicted += size
+                continue
+            evicted += 1
+        for marker in reversed(markers):
+            dq.appendleft(marker)
+        if evicted:
+            self.evicted += evicted
+            self.counters.drop(DropReason.DROP_OLDEST, evicted)
+        return evicted
 
     def _block_and_put(self, item: Any, reason: str) -> bool:
         self.waits += 1
@@ -198,7 +243,7 @@ class EventQueue:
             try:
                 if not self.wake_pending:
                     self._wake()
-                while len(self.dq) >= self.limit and self.open:
+                while len(self.dq) + self.extra >= self.limit and self.open:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         self.counters.drop(reason)
@@ -219,6 +264,89 @@ class EventQueue:
         self.dq.append(marker)
         self._wake()
 
+    def put_many(self, items: list[Any], *, trusted: bool = False, nbytes: int = 0) -> int:
+        """Enqueue ``items`` as one :class:`Chunk`; never raises; returns how many were
+        accepted (the others are counted, by reason). The list is owned by the queue from
+        now on: the caller must not touch it again."""
+        n = len(items)
+        if not n:
+            return 0
+        try:
+            if self.open and not SUPPRESS.get():
+                with self._lock:
+                    if len(self.dq) + self.extra + n <= self.limit:
+                        self._append_chunk(items, trusted, nbytes)
+                        accepted = n
+                    else:
+                        accepted = -1
+                if accepted > 0:
+                    if len(self.dq) + self.extra >= self.wake_at and not self.wake_pending:
+                        self._wake()
+                    return accepted
+            return self._put_many_slow(items, trusted, nbytes)
+        except Exception:  # never raise into the caller
+            return 0
+
+    def _append_chunk(self, items: list[Any], trusted: bool, nbytes: int) -> None:
+        self.extra += len(items) - 1
+        self.dq.append(Chunk(items, trusted=trusted, nbytes=nbytes))
+
+    def _put_many_slow(self, items: list[Any], trusted: bool, nbytes: int) -> int:
+        n = len(items)
+        if SUPPRESS.get():
+            self.counters.drop(DropReason.REENTRANT, n)
+            return 0
+        if not self.open:
+            self.counters.drop(DropReason.SHUTDOWN, n)
+            return 0
+        policy = self.policy
+        if policy is OverflowPolicy.DROP_OLDEST:
+            with self._lock:
+                if n > self.limit:  # more than the queue holds: its own oldest go first
+                    cut = n - self.limit
+                    self.evicted += cut
+                    self.counters.drop(DropReason.DROP_OLDEST, cut)
+                    nbytes = nbytes * self.limit // n
+                    items = items[cut:]
+                    n = len(items)
+                self._evict(len(self.dq) + self.extra + n - self.limit)
+                self._append_chunk(items, trusted, nbytes)
+            if not self.wake_pending:
+                self._wake()
+            return n
+        reason = DropReason.QUEUE_FULL
+        wait = policy is OverflowPolicy.BLOCK or (
+            policy is OverflowPolicy.SPILL and self.spill_backpressure
+        )
+        if policy is OverflowPolicy.BLOCK:
+            reason = DropReason.BLOCK_TIMEOUT
+        if wait:
+            self.waits += 1
+        deadline = time.monotonic() + self.block_timeout
+        with self._space:
+            self._blocked += 1
+            try:
+                if not self.wake_pending:
+                    self._wake()
+                room = self.limit - len(self.dq) - self.extra
+                while wait and room < n and self.open:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._space.wait(remaining)
+                    room = self.limit - len(self.dq) - self.extra
+                if not self.open:
+                    self.counters.drop(DropReason.SHUTDOWN, n)
+                    return 0
+                accepted = max(0, min(n, room))
+                if accepted:
+                    part = items if accepted == n else items[:accepted]
+                    self._append_chunk(part, trusted, nbytes * accepted // n)
+                self.counters.drop(reason, n - accepted)
+                return accepted
+            finally:
+                self._blocked -= 1
+
     # ------------------------------------------------------------------ worker side
 
     def set_waker(self, waker: Callable[[], None] | None) -> None:
@@ -229,21 +357,27 @@ class EventQueue:
         out: list[Any] = []
         dq = self.dq
         popleft = dq.popleft
-        got = markers = 0
+        got = markers = extra = 0
         try:
             while got < n:
                 item = popleft()
                 out.append(item)
-                if type(item) is not FlushMarker:
-                    got += 1
-                else:
+                kind = type(item)
+                if kind is FlushMarker:
                     markers += 1
+                elif kind is Chunk:
+                    size = len(item.items)
+                    got += size
+                    extra += size - 1
+                else:
+                    got += 1
         except IndexError:
             pass
         self.taken += got
-        if markers:
+        if markers or extra:
             with self._lock:
                 self.markers_queued -= markers
+                self.extra -= extra
         if self._blocked:
             with self._space:
                 self._space.notify_all()
@@ -259,7 +393,7 @@ class EventQueue:
 
     def depth(self) -> int:
         """Events queued (flush markers excluded)."""
-        return max(0, len(self.dq) - self.markers_queued)
+        return max(0, len(self.dq) + self.extra - self.markers_queued)
 
     def close(self) -> None:
         """Refuse further items (wakes blocked producers)."""
@@ -278,8 +412,9 @@ class EventQueue:
         self.taken = 0
         self.evicted = 0
         self.markers_queued = 0
+        self.extra = 0
         self.open = False
 
     @property
     def enqueued(self) -> int:
-        return self.taken + self.evicted + len(self.dq) - self.markers_queued
+        return self.taken + self.evicted + len(self.dq) + self.extra - self.markers_queued

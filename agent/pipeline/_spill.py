@@ -21,7 +21,7 @@ from typing import Any
 
 import structlog
 
-from agent.pipeline._batcher import Batch, decode_record, encode_event, encode_record
+from agent.pipeline._batcher import Batch, decode_record, encode_events
 from agent.pipeline._delivery import Outcome
 from agent.pipeline._events import Event
 from agent.pipeline._settings import Settings
@@ -113,13 +113,11 @@ class SpoolSide:
             for batch in batches:
                 self.counters.drop(DropReason.NO_SPOOL, len(batch))
             return [(0, len(b)) for b in batches]
-        parts: list[bytes] = []
-        for batch in batches:
-            encoded = batch.encoded
-            if encoded is None:
-                encoded = batch.encoded = [encode_event(e) for e in batch.events]
-            parts.extend(encoded)
-        accepted = spool.append([encode_record(parts)]) if parts else 0
+        if len(batches) == 1:
+            record = batches[0].record(self.counters) if len(batches[0]) else b""
+        else:  # one record, one encoder call for all of them
+            record = encode_events([e for b in batches for e in b.events], self.counters)
+        accepted = spool.append([record]) if record else 0
         out: list[tuple[int, int]] = []
         for batch in batches:
             n = len(batch)

@@ -318,7 +318,7 @@ class Worker:
 
     def _pump(self, now: float) -> None:
         queue = self.queue
-        depth = len(queue.dq)
+        depth = len(queue.dq) + queue.extra  # queued items (chunks count their events)
         if not depth and not len(self.builder):
             return
         spool = self.spool
@@ -350,7 +350,7 @@ class Worker:
         if high:
             low = max(1, limit // 4)
             for _ in range(_SPILL_ROUNDS):
-                if len(queue.dq) <= low:
+                if len(queue.dq) + queue.extra <= low:
                     break
                 batches = self._take_batches(_SPILL_BATCHES, close_partial=False)
                 if not batches:
@@ -388,7 +388,7 @@ class Worker:
         dropped = self._dead_letter(outcome.dead)
         spooled = 0
         if outcome.undelivered:
-            if len(outcome.undelivered) == len(batch.events) and batch.encoded is not None:
+            if len(outcome.undelivered) == len(batch.events):
                 spooled, lost = self._spill_batch(batch, reason=self._spill_reason(outcome.error))
             else:
                 part = Batch(outcome.undelivered, None, 0)
