@@ -65,12 +65,12 @@ class StepContextManager:
             )
         return decorate_step(self._client, func, spec)
 
-    def _enter(self) -> Step:
+    def __enter__(self) -> Step:
         opened = self._client._open_step(self._spec, None, (), _NO_KWARGS)
         self._opened.append(opened)
         return opened[_STEP] if opened is not None else Step(name=self._spec.name)
 
-    def _exit(self, exc: BaseException | None) -> None:
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         stack = self._opened
         if len(stack) == 1:  # the usual case: entered once at a time
             opened = stack.pop()
@@ -90,17 +90,16 @@ class StepContextManager:
         if opened is not None:
             self._client._close_step(opened, exc, None, False)
 
-    def __enter__(self) -> Step:
-        return self._enter()
+    _enter = __enter__
 
-    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        self._exit(exc)
+    def _exit(self, exc: BaseException | None) -> None:
+        self.__exit__(None, exc, None)
 
     async def __aenter__(self) -> Step:
-        return self._enter()
+        return self.__enter__()
 
     async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        self._exit(exc)
+        self.__exit__(exc_type, exc, tb)
 
 
 class ThreadContextManager:
