@@ -32,7 +32,7 @@ from graphql import (
     coerce_input_value,
 )
 
-from agent.collector._ingest import COLUMN_ARGS, ingest_batch, ingest_columns
+from agent.collector._ingest import COLUMN_ARGS, check_columns, ingest_batch
 from agent.collector._resolvers import RequestContext
 from agent.collector._storage import JsonText, Record, Write
 from agent.collector._timefmt import now_iso
@@ -240,9 +240,9 @@ def _arguments(plan: Plan, variables: RawVariables) -> list[dict[str, Any]] | No
     return rows
 
 
-def _json_column(raws: list[Any]) -> list[Any]:
+def _json_column(raws: list[Any], text_type: type[str]) -> list[Any]:
     """JSON arguments kept as the client's text (``null`` -> ``None``)."""
-    texts: list[Any] = list(map(JsonText, raws, repeat("utf-8")))
+    texts: list[Any] = list(map(text_type, raws, repeat("utf-8")))
     if "null" in texts:
         return [None if text == "null" else text for text in texts]
     return texts
@@ -255,6 +255,10 @@ def _ingest_columns(
     per-step Python); ``None`` when the batch needs the per-step path (nested objects, a
     value of the wrong type, an invalid step)."""
     get: Callable[..., Any] = variables.get  # keys may be None (argument not passed)
+    # A storage with ``write_columns`` (SQLite) takes the columns as they are, JSON as plain
+    # text; any other gets step records, JSON as JsonText.
+    write_columns = getattr(ctx.storage, "write_columns", None)
+    text_type = JsonText if write_columns is None else str
     columns: list[list[Any]] = []
     try:
         for arg in _NESTED_ARGS:
@@ -266,17 +270,20 @@ def _ingest_columns(
             if arg in _STRING_ARGS:
                 columns.append(list(map(_str.decode, raws)))
             elif arg in _JSON_ARGS:
-                columns.append(_json_column(raws))
+                columns.append(_json_column(raws, text_type))
             else:  # tags: [String!], kept as text once checked
                 for _ in map(_str_list.decode, raws):
                     pass
-                columns.append(_json_column(raws))
+                columns.append(_json_column(raws, text_type))
     except msgspec.DecodeError:
         return None
-    batch = ingest_columns(columns, ctx.environment)
-    if batch is None:
+    checked = check_columns(columns, ctx.environment)
+    if checked is None:
         return None
-    ctx.storage.write(batch.writes())
+    if write_columns is not None:
+        write_columns([checked.thread_write()], "step", checked.by_key())
+    else:
+        ctx.storage.write(checked.batch().writes())
     return {"data": dict(plan.all_ok)}
 
 

@@ -36,7 +36,7 @@ MAX_ID_LENGTH = 256
 
 _ID_KEYS = ("threadId", "parentId", "rootRunId")
 _TIME_KEYS = ("startTime", "endTime")
-#: The plain (non-nested) ``ingestStep`` arguments, in the order :func:`ingest_columns` takes
+#: The plain (non-nested) ``ingestStep`` arguments, in the order :func:`check_columns` takes
 #: them.
 COLUMN_ARGS = (
     "id",
@@ -53,6 +53,8 @@ COLUMN_ARGS = (
     "metadata",
     "tags",
 )
+#: The keys of a step record built from :data:`COLUMN_ARGS` (the environment last).
+STEP_KEYS = (*COLUMN_ARGS, "environment")
 _STEP_TYPES_OR_NONE = frozenset({*STEP_TYPES, None})
 
 
@@ -220,12 +222,34 @@ def _normalized_times(values: list[Any]) -> list[Any] | None:
     return [v if v is None else normalized[v] for v in values]
 
 
-def ingest_columns(columns: Sequence[list[Any]], environment: str) -> IngestBatch | None:
+@dataclass(slots=True)
+class StepColumns:
+    """A checked batch of plain steps, column-wise: one list per :data:`STEP_KEYS` entry
+    (times normalised, the environment stamped), and the threads it needs."""
+
+    columns: list[list[Any]]
+    threads: dict[str, Record]
+
+    def by_key(self) -> dict[str, list[Any]]:
+        """The columns keyed by wire key (for ``write_columns`` of a storage that has it)."""
+        return dict(zip(STEP_KEYS, self.columns, strict=True))
+
+    def thread_write(self) -> Write:
+        """The threads the steps belong to, created when missing."""
+        return Write("thread", list(self.threads.values()), "insert_missing")
+
+    def batch(self) -> IngestBatch:
+        """The same steps as an :class:`IngestBatch` of step records."""
+        steps = [dict(zip(STEP_KEYS, row, strict=True)) for row in zip(*self.columns, strict=True)]
+        return IngestBatch(steps=steps, threads=self.threads, errors=[None] * len(steps))
+
+
+def check_columns(columns: Sequence[list[Any]], environment: str) -> StepColumns | None:
     """The batch of steps given column-wise (one list per :data:`COLUMN_ARGS` entry, values
     already type-checked, no nested objects), validated as a whole.
 
     Returns ``None`` when any step fails a check: the caller then runs :func:`ingest_batch`,
-    which produces the per-step messages. Otherwise the result is exactly what
+    which produces the per-step messages. Otherwise the result holds exactly the records
     :func:`ingest_batch` would produce for the same steps, built without per-step calls.
     """
     ids, thread_ids, parent_ids, root_ids, types, starts, ends, *rest = columns
@@ -241,20 +265,14 @@ def ingest_columns(columns: Sequence[list[Any]], environment: str) -> IngestBatc
     ends_n = _normalized_times(ends)
     if starts_n is None or ends_n is None:
         return None
-    keys = (*COLUMN_ARGS, "environment")
     envs = [environment] * len(ids)
-    steps = [
-        dict(zip(keys, row, strict=True))
-        for row in zip(
-            ids, thread_ids, parent_ids, root_ids, types, starts_n, ends_n, *rest, envs, strict=True
-        )
-    ]
     threads = {
         tid: {"id": tid, "environment": environment}
         for tid in dict.fromkeys(thread_ids)
         if tid is not None
     }
-    return IngestBatch(steps=steps, threads=threads, errors=[None] * len(ids))
+    checked = [ids, thread_ids, parent_ids, root_ids, types, starts_n, ends_n, *rest, envs]
+    return StepColumns(checked, threads)
 
 
 def ingest_batch(steps: Sequence[dict[str, Any]], environment: str) -> IngestBatch:
