@@ -100,6 +100,14 @@ STEP, TOKEN = _STEP, _TOKEN
 _now_cache: tuple[float, str] = (0.0, "")
 
 
+# Specs of ``step(name=..., type=...)`` calls without other arguments, by name and type: bounded
+# (cleared when full), shared by every client (a spec holds no reference to its client).
+# Only specs whose type was valid are kept, so an invalid type is counted at every call.
+_SPEC_CACHE: dict[tuple[Any, ...], StepSpec] = {}
+_SPEC_CACHE_SIZE = 512
+_UNDEFINED = frozenset({None, StepType.UNDEFINED})
+
+
 class HookCore:
     """Opening, closing, suspending and resuming steps; handing items to the sink."""
 
@@ -360,6 +368,36 @@ class HookCore:
             self._stats.count("step_suspend_failed", error=repr(exc))
 
     def _spec(  # noqa: PLR0917 - internal, mirrors step()'s parameters
+        self,
+        name: str,
+        type: StepType | str | None,
+        id: str | None,
+        parent_id: str | None,
+        thread_id: str | None,
+        root_run_id: str | None,
+        kwargs: dict[str, Any],
+    ) -> StepSpec:
+        if not kwargs and id is None and parent_id is None and thread_id is None and (
+            root_run_id is None
+        ):
+            # ``with client.step(name=..., type=...)`` written inline builds the same spec
+            # at every pass: reuse it (specs are never mutated)
+            key = (name, type)
+            try:
+                cached = _SPEC_CACHE.get(key)
+            except TypeError:  # an unhashable argument: no caching
+                return self._new_spec(name, type, id, parent_id, thread_id, root_run_id, kwargs)
+            if cached is not None:
+                return cached
+            spec = self._new_spec(name, type, id, parent_id, thread_id, root_run_id, kwargs)
+            if spec.type is not StepType.UNDEFINED or type in _UNDEFINED:
+                if len(_SPEC_CACHE) >= _SPEC_CACHE_SIZE:
+                    _SPEC_CACHE.clear()
+                _SPEC_CACHE[key] = spec
+            return spec
+        return self._new_spec(name, type, id, parent_id, thread_id, root_run_id, kwargs)
+
+    def _new_spec(  # noqa: PLR0917 - internal, mirrors step()'s parameters
         self,
         name: str,
         type: StepType | str | None,

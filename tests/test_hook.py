@@ -756,3 +756,28 @@ def test_decorated_call_and_context_manager_build_the_same_steps(
     assert steps["failing_fn"].error == steps["failing_cm"].error == "'boom'"
     assert client.get_current_step() is None and client.get_current_thread() is None
     assert client.hook_stats() == {}
+
+
+def test_inline_step_blocks_reuse_their_spec_safely(
+    client: LiteralClient, sink: MemorySink
+) -> None:
+    """``with client.step(name=..., type=...)`` written inline (its spec reused from a cache)
+    still builds distinct, correctly nested steps; other arguments are not mixed up; an
+    invalid type is counted at every call."""
+    for _ in range(2):
+        with client.step(name="outer", type="run") as outer:
+            with client.step(name="inner", type="tool") as inner:
+                assert client.get_current_step() is inner
+            with client.step(name="inner", type="tool", tags=["x"]) as tagged:
+                pass
+            with client.step(name="inner", type="llm") as llm:
+                pass
+    steps = [i for i in sink.items if isinstance(i, Step)]
+    assert len(steps) == 8 and len({s.id for s in steps}) == 8
+    assert inner.parent_id == outer.id and inner.type == StepType.TOOL and inner.tags is None
+    assert tagged.tags == ["x"] and llm.type == StepType.LLM and outer.type == StepType.RUN
+    for _ in range(3):
+        with client.step(name="odd", type="not-a-type") as odd:
+            pass
+    assert odd.type == StepType.UNDEFINED
+    assert client.hook_stats() == {"invalid_step_type": 3}
