@@ -5,6 +5,8 @@ Per-call latency (each call timed alone with ``perf_counter_ns``; warm-up first;
 * ``hook step (ours)``: one call of a ``@client.step``-decorated function (input and output
   captured), enqueued on a real :class:`~agent.pipeline.Pipeline` whose worker runs and
   exports to a no-op exporter;
+* ``step context manager (ours)``: ``with client.step(name="x"): pass`` written inline (a
+  new manager per pass), same client and pipeline;
 * ``span (ours)``: ``with tracer.start_as_current_span("x"): pass`` on :mod:`agent.trace`
   feeding that same pipeline;
 * ``hook step (reference)``: the same decorated call with ``literalai.LiteralClient``'s
@@ -15,7 +17,8 @@ Per-call latency (each call timed alone with ``perf_counter_ns``; warm-up first;
   ``@start_as_current_span`` (OpenTelemetry's way to instrument a call; it captures no
   arguments, ours does).
 
-Our decorated call is compared with both OpenTelemetry rows (the span is the stricter one).
+Our decorated call is compared with both OpenTelemetry rows (the span is the stricter one);
+our step block with the OpenTelemetry span block.
 
 Each run alternates the variants in short blocks (so a busy spell of a shared machine hits
 all of them), each block starting from drained queues; the table shows the medians over
@@ -118,6 +121,10 @@ def build_variants() -> tuple[
     def ours_step(question: str, k: int = 3) -> str:
         return question
 
+    def ours_step_block() -> None:
+        with ours.step(name="x"):
+            pass
+
     tracer = trace.TracerProvider(client=ours).get_tracer("bench")
 
     def ours_span() -> None:
@@ -165,6 +172,7 @@ def build_variants() -> tuple[
 
     variants = {
         "hook step (ours)": lambda: ours_step("what is up?"),
+        "step context manager (ours)": ours_step_block,
         "span (ours)": ours_span,
         "hook step (reference)": lambda: reference_step("what is up?"),
         "decorated call (OpenTelemetry SDK)": lambda: otel_step("what is up?"),
@@ -189,6 +197,7 @@ def main(argv: list[str]) -> int:
     gc.collect()
     for name, fn in variants.items():  # warm-up
         sample(fn, 50 if "reference" in name else 2000, warmup=0)
+    loads: list[float] = []  # 1-minute load average at the end of each run
     for _ in range(args.runs):
         # Variants alternate in short blocks, so a busy spell of the machine is shared by
         # all of them instead of landing on one; queues are drained before every block.
@@ -202,6 +211,7 @@ def main(argv: list[str]) -> int:
                 durations[name] += sample(fn, calls, warmup=max(calls // 20, 5))
         for name in variants:
             per_run[name].append(percentiles(durations[name]))
+        loads.append(os.getloadavg()[0])
     side = counters()
 
     p50s = {name: statistics.median(p50 for p50, _ in runs) for name, runs in per_run.items()}
@@ -218,6 +228,8 @@ def main(argv: list[str]) -> int:
         ("hook step (ours)", "hook step (reference)"),
         ("hook step (ours)", "decorated call (OpenTelemetry SDK)"),
         ("hook step (ours)", "span (OpenTelemetry SDK)"),
+        ("step context manager (ours)", "span (OpenTelemetry SDK)"),
+        ("step context manager (ours)", "hook step (reference)"),
         ("span (ours)", "span (OpenTelemetry SDK)"),
         ("span (ours)", "hook step (reference)"),
     ]
@@ -229,7 +241,8 @@ def main(argv: list[str]) -> int:
                        "target_met": r50 >= TARGET and r99 >= TARGET})
 
     print(f"\nper-call cost, median over {args.runs} runs ({args.calls} calls/run; "
-          f"reference {args.reference_calls})\n")
+          f"reference {args.reference_calls}); 1-min load average after each run: "
+          f"{', '.join(f'{load:.2f}' for load in loads)} on {os.cpu_count()} CPUs\n")
     print("| variant | p50 (us) | p99 (us) |")
     print("| --- | ---: | ---: |")
     for name in results:
@@ -253,6 +266,7 @@ def main(argv: list[str]) -> int:
         "calls": args.calls,
         "reference_calls": args.reference_calls,
         "blocks": args.blocks,
+        "load_avg_1m_per_run": loads,
         "results": results,
         "ratios": ratios,
         "side": side,

@@ -27,9 +27,10 @@ def test_bench_hook_smoke(tmp_path: Path) -> None:
     data = json.loads(out.read_text())
     assert set(data["results"]) == {
         "hook step (ours)",
+        "step context manager (ours)",
         "span (ours)",
         "hook step (reference)",
         "decorated call (OpenTelemetry SDK)",
         "span (OpenTelemetry SDK)",
     }
-    assert len(data["ratios"]) == 5 and data["side"]["ours_exported_steps"] > 0
+    assert len(data["ratios"]) == 7 and data["side"]["ours_exported_steps"] > 0
