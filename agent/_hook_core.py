@@ -272,7 +272,10 @@ class HookCore:
                 step.scores = FROZEN_EMPTY
             if not step.attachments:
                 step.attachments = FROZEN_EMPTY
-            state_var.reset(token)  # a function returns in the context it was called in
+            try:
+                state_var.reset(token)  # a function returns in the context it was called in
+            except (ValueError, RuntimeError):  # unless it is closed elsewhere: remove it
+                self._unwind(step, is_root, None)
         except Exception as err:
             self._stats.count("step_end_failed", error=repr(err))
             return result
@@ -326,13 +329,7 @@ class HookCore:
                 except (ValueError, RuntimeError):  # closed in another context
                     token = None
             if token is None:
-                steps, thread, root = state_var.get()
-                if opened[_IS_ROOT]:
-                    root = opened[_SAVED_ROOT]
-                if steps and steps[-1] is step:
-                    state_var.set((steps[:-1], thread, root))
-                elif not pop_step(step, restore_root=opened[_IS_ROOT], root=root):
-                    self._stats.count("step_not_open_at_end", level="debug")
+                self._unwind(step, opened[_IS_ROOT], opened[_SAVED_ROOT])
         except Exception as err:
             self._stats.count("step_end_failed", error=repr(err))
             return
@@ -349,6 +346,17 @@ class HookCore:
             holder.stats.count("sink_error", error=repr(sink_error))
             return
         holder.stats.count("enqueue_rejected")
+
+    def _unwind(self, step: Step, is_root: bool, saved_root: Step | None) -> None:
+        """Remove ``step`` from this context's open steps without its token (it was closed
+        in another context, or suspended); a root run gives ``saved_root`` back."""
+        steps, thread, root = state_var.get()
+        if is_root:
+            root = saved_root
+        if steps and steps[-1] is step:
+            state_var.set((steps[:-1], thread, root))
+        elif not pop_step(step, restore_root=is_root, root=root):
+            self._stats.count("step_not_open_at_end", level="debug")
 
     def _resume(self, opened: list[Any]) -> None:
         """Make a generator's step current again while its body runs."""
