@@ -39,9 +39,11 @@ import anyio
 import msgspec
 import structlog
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agent.collector._graphql import BadRequestError, GraphQLService
 from agent.collector._resolvers import RequestContext
@@ -118,6 +120,7 @@ class Collector:
         # a key of its own for upload tokens, derived from the shared secret
         self._upload_key = hmac.new(self._secret, b"upload-token", hashlib.sha256).digest()
         self._graphql_limiter: anyio.CapacityLimiter | None = None
+        self._base_urls: dict[tuple[Any, ...], str] = {}
 
     def graphql_limiter(self) -> anyio.CapacityLimiter:
         """Worker threads running GraphQL at once: more only fight for the GIL."""
@@ -128,8 +131,11 @@ class Collector:
     # -- request helpers -------------------------------------------------------------------
 
     def check_key(self, request: Request) -> None:
-        given = request.headers.get("x-api-key", "").encode()
-        if not any(hmac.compare_digest(given, key) for key in self._keys):
+        self.check_key_value(request.headers.get("x-api-key", ""))
+
+    def check_key_value(self, given: str) -> None:
+        """401 unless ``given`` (the ``x-api-key`` header, latin-1 decoded) is one of the keys."""
+        if not any(hmac.compare_digest(given.encode(), key) for key in self._keys):
             raise HTTPError(401, "Missing or invalid API key (x-api-key header)")
 
     async def read_body(self, request: Request) -> bytes:
@@ -164,11 +170,33 @@ class Collector:
         return self.public_url or str(request.base_url).rstrip("/")
 
     def context(self, request: Request) -> RequestContext:
-        env = request.headers.get("x-env") or "prod"
+        return self.context_for(request.headers.get("x-env"), self.base_url(request))
+
+    def context_for(self, env: str | None, base: str) -> RequestContext:
+        """The GraphQL context of a request with this ``x-env`` header and base URL."""
+        env = env or "prod"
         if len(env) > MAX_ENV_LENGTH:
             raise HTTPError(400, f"x-env header longer than {MAX_ENV_LENGTH} characters")
-        base = self.base_url(request)
         return RequestContext(self.storage, env, base, lambda key: self.file_url(base, key))
+
+    def scope_base_url(self, scope: Scope, host: bytes | None) -> str:
+        """:meth:`base_url` of a request scope, computed once per distinct host, scheme,
+        server and root path (Starlette's URL building costs more than the lookup)."""
+        if self.public_url:
+            return self.public_url
+        key = (
+            host,
+            scope.get("scheme"),
+            scope.get("server"),
+            scope.get("root_path"),
+            scope.get("app_root_path"),
+        )
+        base = self._base_urls.get(key)
+        if base is None:
+            if len(self._base_urls) >= 256:  # client-chosen Host values: keep it bounded
+                self._base_urls.clear()
+            base = self._base_urls[key] = str(Request(scope).base_url).rstrip("/")
+        return base
 
     # -- files -----------------------------------------------------------------------------
 
@@ -262,13 +290,102 @@ def _route(
 async def _graphql(collector: Collector, request: Request) -> Response:
     ctx = collector.context(request)
     body = await collector.read_body(request)
+    status, payload = await _answer_graphql(collector, body, ctx)
+    return Response(payload, status_code=status, media_type="application/json")
+
+
+async def _answer_graphql(
+    collector: Collector, body: bytes, ctx: RequestContext
+) -> tuple[int, bytes]:
     try:
         payload = await anyio.to_thread.run_sync(
             collector.graphql.handle, body, ctx, limiter=collector.graphql_limiter()
         )
     except BadRequestError as exc:
-        return _json({"message": str(exc), "errors": [{"message": str(exc)}]}, 400)
-    return Response(payload, media_type="application/json")
+        return 400, _encoder.encode({"message": str(exc), "errors": [{"message": str(exc)}]})
+    return 200, payload
+
+
+class _GraphQLRoute:
+    """``POST /api/graphql`` as plain ASGI, ahead of Starlette's routing (the ingest hot
+    path): no Request/Response objects, routing or per-request header parsing. It answers
+    exactly as the Starlette route (:func:`_graphql` under :func:`_route`) does, which still
+    serves the requests this one passes on (other paths and methods, a root path).
+    """
+
+    def __init__(self, app: ASGIApp, collector: Collector) -> None:
+        self.app = app
+        self.collector = collector
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["path"] != "/api/graphql"
+            or scope["method"] != "POST"
+            or scope.get("root_path")
+        ):
+            await self.app(scope, receive, send)
+            return
+        collector = self.collector
+        key = env = host = length = None
+        for name, value in scope["headers"]:  # the first of each, as Starlette's Headers.get
+            if name == b"x-api-key":
+                key = value if key is None else key
+            elif name == b"x-env":
+                env = value if env is None else env
+            elif name == b"host":
+                host = value if host is None else host
+            elif name == b"content-length":
+                length = value if length is None else length
+        try:
+            collector.check_key_value("" if key is None else key.decode("latin-1"))
+            ctx = collector.context_for(
+                None if env is None else env.decode("latin-1"),
+                collector.scope_base_url(scope, host),
+            )
+            body = await _receive_body(collector.max_body_bytes, length, receive)
+            status, payload = await _answer_graphql(collector, body, ctx)
+        except HTTPError as exc:
+            if exc.status >= 500:  # pragma: no cover - none raised on this route
+                log.error("collector request failed", path=scope["path"], status=exc.status)
+            status, payload = exc.status, _encoder.encode({"message": exc.message})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-length", str(len(payload)).encode("latin-1")),
+                    (b"content-type", b"application/json"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+
+async def _receive_body(limit: int, declared: bytes | None, receive: Receive) -> bytes:
+    """The request body, as :meth:`Collector.read_body` reads it from a Starlette request."""
+    if declared is not None:
+        try:
+            if int(declared.decode("latin-1")) > limit:
+                raise HTTPError(413, f"Request body larger than {limit} bytes")
+        except ValueError:
+            raise HTTPError(400, "Invalid Content-Length header") from None
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        if message["type"] != "http.request":
+            continue
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise HTTPError(413, f"Request body larger than {limit} bytes")
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def _health(collector: Collector, request: Request) -> Response:
@@ -379,10 +496,13 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     upload_dir: str | Path,
     public_url: str | None = None,
+    graphql_fast_route: bool = True,
 ) -> Starlette:
     """Build the collector app over ``storage`` (the caller owns and closes the storage).
 
     Uploaded bytes go under ``upload_dir``, or into ``storage`` when it is shared by replicas.
+    ``graphql_fast_route=False`` serves ``POST /api/graphql`` through Starlette's routing
+    only (the tests compare both).
     """
     collector = Collector(
         storage,
@@ -404,6 +524,7 @@ def create_app(
         ),
         Route("/api/files/{key:path}", _route(collector, _serve_file, auth=False), methods=["GET"]),
     ]
-    app = Starlette(routes=routes)
+    middleware = [Middleware(_GraphQLRoute, collector=collector)] if graphql_fast_route else []
+    app = Starlette(routes=routes, middleware=middleware)
     app.state.collector = collector
     return app
