@@ -365,7 +365,9 @@ OUTAGE = textwrap.dedent(
     s = p.stats()
     print(json.dumps({"baseline": baseline, "peak": rss("VmHWM"), "produce_s": produce,
                       "total_s": time.perf_counter() - t0, "spooled": r.spooled,
-                      "spilled": s.spilled, "dropped": s.dropped, "timed_out": r.timed_out}))
+                      "spilled": s.spilled, "dropped": s.dropped, "timed_out": r.timed_out,
+                      "producer_waits": s.producer_waits,
+                      "producer_wait_max_ms": s.producer_wait_max_ms}))
     """
 )
 

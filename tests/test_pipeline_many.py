@@ -223,3 +223,20 @@ def test_enqueue_durable_validated_writes_one_record(
     wait_for(lambda: up.stats().replayed == 50)
     ids = [e["id"] for e in events]
     assert stored(sqlite_collector.data_dir, ids) == set(ids)
+
+
+def test_spill_backpressure_holds_a_fast_producer_instead_of_dropping(
+    tmp_path: Path, make: Callable[..., Pipeline]
+) -> None:
+    """Backend down, a 200-event queue and a producer in a tight loop: it is held back while
+    the worker spills (``producer_waits``, ``producer_wait_max_ms``) and nothing is lost."""
+    p = make(f"http://127.0.0.1:{dead_port()}", max_queue_events=200, batch_size=50)
+    assert p.wait_ready(10)
+    events = wire_steps(20_000)
+    assert all(p.enqueue(e) for e in events)
+    assert p.flush(10).timed_out is False
+    stats = p.stats()
+    assert stats.dropped == {}
+    assert stats.producer_waits > 0
+    assert 0 < stats.producer_wait_max_ms < 500
+    assert stats.spilled == 20_000

@@ -61,8 +61,9 @@ class Sink(Protocol):
 
     def enqueue(self, item: Item) -> bool:
         """O(1); never raises; never blocks, except when the queue is full under the
-        ``block`` policy, or under ``spill`` while the disk cannot keep up (at most
-        ``block_timeout`` either way). False: not accepted (counted in the stats)."""
+        ``block`` policy (at most ``block_timeout``), or under ``spill`` while the disk
+        cannot keep up (at most ``spill_wait``, 0.5 s; in practice until the worker takes
+        the next chunk to spill). False: not accepted (counted in the stats)."""
         ...
 
     def flush(self, timeout: float | None = None) -> FlushResult: ...
@@ -144,6 +145,7 @@ class Pipeline:
             block_timeout=s.block_timeout,
             batch_size=s.batch_size,
             counters=self._counters,
+            spill_wait=s.spill_wait,
         )
         self._queue.on_closed = self._on_closed_put
         self._builder = BatchBuilder(
@@ -402,6 +404,7 @@ class Pipeline:
             preprocess_errors=c.preprocess_errors,
             batches=c.batches,
             producer_waits=q.waits,
+            producer_wait_max_ms=round(q.wait_max * 1e3, 3),
             queue_depth=depth,
             queue_bytes=int(depth * q.mean_bytes),
             in_flight=self._worker.in_flight_events,

@@ -12,8 +12,14 @@ When the queue is full the overflow policy applies (off the hot path):
 
 * ``spill`` (default): the worker moves events to the disk spool from half full on, so the
   limit is only reached by a producer that outruns the disk; that producer then waits for
-  room (at most ``block_timeout``, default 50 ms, released as soon as the worker has
-  spilled a chunk) and only then is the event refused and counted (``queue_full``);
+  room (at most ``spill_wait``, default 0.5 s, or ``block_timeout`` if longer; released as
+  soon as the worker has taken a chunk to spill, typically within milliseconds) and only
+  then is the event refused and counted (``queue_full``). Why not 50 ms: appending fresh
+  pages to a file costs ~2 us per KB on a small VM (more than a tight producer loop spends
+  making the event), so such a producer is held back at every chunk; on a 2-core machine
+  with other busy processes the worker thread is sometimes not scheduled for more than
+  50 ms, and a 50 ms budget then lost events in a 1,000,000-event outage run. The longest
+  wait is reported (``producer_wait_max_ms``);
 * ``drop_newest``: refuse the new event (``queue_full``);
 * ``drop_oldest``: evict the oldest queued event (``drop_oldest``) and accept the new one;
 * ``block``: wait up to ``block_timeout`` for room, then refuse (``block_timeout``).
@@ -115,11 +121,13 @@ class EventQueue:
         batch_size: int,
         counters: Counters,
         initial_event_bytes: int = 1024,
+        spill_wait: float = 0.5,
     ) -> None:
         self.max_events = max(1, max_events)
         self.max_bytes = max(1, max_bytes)
         self.policy = OverflowPolicy(policy)
         self.block_timeout = block_timeout
+        self.spill_wait = max(block_timeout, spill_wait)
         self.counters = counters
         self.dq: collections.deque[Any] = collections.deque()
         self.mean_bytes = float(initial_event_bytes)
@@ -140,6 +148,7 @@ class EventQueue:
         #: block_timeout) instead of dropping at once; set by the worker
         self.spill_backpressure = False
         self.waits = 0  # times a producer waited for room (approximate: not locked)
+        self.wait_max = 0.0  # longest such wait, seconds
 
     def _compute_limit(self) -> int:
         by_bytes = int(self.max_bytes // max(1.0, self.mean_bytes))
@@ -184,8 +193,8 @@ class EventQueue:
                 return self._block_and_put(item, DropReason.BLOCK_TIMEOUT)
             if policy is OverflowPolicy.SPILL and self.spill_backpressure:
                 # the worker is spilling but this producer outruns the disk: give it the
-                # CPU for a moment (bounded by block_timeout) rather than lose the event
-                return self._block_and_put(item, DropReason.QUEUE_FULL)
+                # CPU for a moment (bounded by spill_wait) rather than lose the event
+                return self._block_and_put(item, DropReason.QUEUE_FULL, self.spill_wait)
             self.counters.drop(DropReason.QUEUE_FULL)
             if not self.wake_pending:
                 self._wake()
@@ -235,9 +244,10 @@ class EventQueue:
             self.counters.drop(DropReason.DROP_OLDEST, evicted)
         return evicted
 
-    def _block_and_put(self, item: Any, reason: str) -> bool:
+    def _block_and_put(self, item: Any, reason: str, timeout: float | None = None) -> bool:
         self.waits += 1
-        deadline = time.monotonic() + self.block_timeout
+        start = time.monotonic()
+        deadline = start + (self.block_timeout if timeout is None else timeout)
         with self._space:
             self._blocked += 1
             try:
@@ -256,6 +266,7 @@ class EventQueue:
                 return True
             finally:
                 self._blocked -= 1
+                self.wait_max = max(self.wait_max, time.monotonic() - start)
 
     def put_marker(self, marker: FlushMarker) -> None:
         """Append a flush marker (never refused) and wake the worker."""
@@ -322,7 +333,9 @@ class EventQueue:
             reason = DropReason.BLOCK_TIMEOUT
         if wait:
             self.waits += 1
-        deadline = time.monotonic() + self.block_timeout
+        start = time.monotonic()
+        budget = self.block_timeout if policy is OverflowPolicy.BLOCK else self.spill_wait
+        deadline = start + budget
         with self._space:
             self._blocked += 1
             try:
@@ -346,6 +359,8 @@ class EventQueue:
                 return accepted
             finally:
                 self._blocked -= 1
+                if wait:
+                    self.wait_max = max(self.wait_max, time.monotonic() - start)
 
     # ------------------------------------------------------------------ worker side
 

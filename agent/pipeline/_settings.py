@@ -18,6 +18,8 @@ class Settings:
     max_queue_bytes: int = 64 << 20
     overflow: OverflowPolicy = OverflowPolicy.SPILL
     block_timeout: float = 0.05
+    #: spill policy: longest wait of a producer that outruns the disk (see _queue)
+    spill_wait: float = 0.5
     batch_size: int = 500
     batch_bytes: int = 4 << 20
     flush_interval: float = 0.2

@@ -38,6 +38,7 @@ class PipelineStats:
     preprocess_errors: int = 0
     batches: int = 0  # send_steps requests that succeeded
     producer_waits: int = 0  # times a producer waited for room (block, or spill backpressure)
+    producer_wait_max_ms: float = 0.0  # the longest of those waits
     queue_depth: int = 0
     queue_bytes: int = 0  # estimate: depth x mean encoded event size
     in_flight: int = 0  # events in batches being sent
