@@ -39,9 +39,9 @@ from agent._context import (
     state_var,
 )
 from agent._hook_attach import Uploader
+from agent._hook_core import _SPEC_CACHE, HookCore, StepSpec
 from agent._hook_core import STEP as _STEP
 from agent._hook_core import TOKEN as _TOKEN
-from agent._hook_core import HookCore, StepSpec
 from agent._hook_frozen import FROZEN_EMPTY
 from agent._hook_ids import iso_now, new_step_id
 from agent._hook_managers import (
@@ -49,6 +49,7 @@ from agent._hook_managers import (
     ExperimentItemRunContextManager,
     StepContextManager,
     ThreadContextManager,
+    new_step_manager,
 )
 from agent._hook_sink import SinkHolder, SinkLike
 from agent._hook_stats import HookStats
@@ -78,6 +79,7 @@ __all__ = [
 F = TypeVar("F", bound=Callable[..., Any])
 
 _TRANSPORTS = frozenset({"pipeline", "daemon"})
+_new_object = object.__new__
 _MESSAGE_TYPES = frozenset(
     {StepType.USER_MESSAGE, StepType.ASSISTANT_MESSAGE, StepType.SYSTEM_MESSAGE}
 )
@@ -248,8 +250,25 @@ class BaseLiteralClient(HookCore):
         (``input``, ``output``, ``generation``, ``attachments``...); ``capture_input=False``
         / ``capture_output=False`` turn off argument and return-value capture.
         """
-        spec = self._spec(name, type, id, parent_id, thread_id, root_run_id, kwargs)
-        cm = StepContextManager(self, spec)
+        if not kwargs and id is None and parent_id is None and thread_id is None and (
+            root_run_id is None
+        ):
+            # inline ``with client.step(name=..., type=...)``: HookCore._spec's cache, inlined
+            try:
+                spec = _SPEC_CACHE.get((name, type)) or self._spec(
+                    name, type, None, None, None, None, kwargs
+                )
+            except TypeError:  # unhashable type: let _spec count it
+                spec = self._spec(name, type, id, parent_id, thread_id, root_run_id, kwargs)
+            if original_function is None:  # new_step_manager(), inlined
+                cm: StepContextManager = _new_object(StepContextManager)
+                cm._client = self
+                cm._spec = spec
+                cm._opened = []
+                return cm
+        else:
+            spec = self._spec(name, type, id, parent_id, thread_id, root_run_id, kwargs)
+        cm = new_step_manager(self, spec)
         if original_function is not None:
             return cm(original_function)
         return cm
@@ -283,7 +302,7 @@ class BaseLiteralClient(HookCore):
     ) -> Any:
         """``step`` with ``type="run"``; the outermost run of a context is its root run."""
         spec = self._spec(name, StepType.RUN, id, parent_id, thread_id, root_run_id, kwargs)
-        cm = StepContextManager(self, spec)
+        cm = new_step_manager(self, spec)
         if original_function is not None:
             return cm(original_function)
         return cm

@@ -22,7 +22,7 @@ from agent._hook_sink import SinkHolder
 from agent._hook_stats import HookStats
 from agent._models import Step, StepType, Thread
 
-__all__ = ["STEP", "TOKEN", "HookCore", "StepSpec", "describe_exception"]
+__all__ = ["STEP", "TOKEN", "HookCore", "StepBlock", "StepSpec", "describe_exception"]
 
 _STEP_FIELDS = frozenset(
     f for f in Step.__struct_fields__ if f not in {"id", "name", "type", "thread_id", "parent_id",
@@ -455,3 +455,155 @@ class HookCore:
             self._holder.enqueue(thread)
         except Exception as exc:
             self._stats.count("thread_upsert_failed", error=repr(exc))
+
+
+class StepBlock:
+    """A ``with client.step(...)`` block (the base of
+    :class:`~agent._hook_managers.StepContextManager`): the step opens on entry and closes
+    on exit.
+
+    Entering is :meth:`HookCore._open_step` inlined (one call fewer per block; keep the
+    copies in step, ``test_hook.py`` checks every path builds the same steps). One manager
+    may be entered by several tasks or threads at once: each exit closes the entry whose
+    step is open in its own context (list ``append``/``remove`` are atomic, so no entry is
+    lost or taken twice).
+    """
+
+    __slots__ = ("_client", "_opened", "_spec")
+
+    def __init__(self, client: HookCore, spec: StepSpec) -> None:
+        self._client = client
+        self._spec = spec
+        self._opened: list[list[Any]] = []
+
+    def __enter__(self) -> Step:
+        global _now_cache
+        spec = self._spec
+        try:  # -- HookCore._open_step, without arguments to capture
+            steps, thread, root = state_var.get()
+            if steps:
+                parent = steps[-1]
+                parent_id: str | None = spec.parent_id or parent.id
+                thread_id: str | None = spec.thread_id or parent.thread_id
+                root_run_id: str | None = spec.root_run_id or parent.root_run_id
+            else:
+                parent_id = spec.parent_id
+                thread_id = spec.thread_id
+                root_run_id = spec.root_run_id
+            if not thread_id and thread is not None:
+                thread_id = thread.id
+            if not root_run_id and root is not None:
+                root_run_id = root.id
+            t = _time()
+            cache = _now_cache
+            d = t - cache[0]
+            if not 0.0 <= d < 0.001:
+                cache = _now_cache = ms_entry(t)
+                d = t - cache[0]
+            client = self._client
+            step = Step(
+                id=spec.id or new_step_id(),
+                name=spec.name,
+                type=spec.type,
+                thread_id=thread_id,
+                parent_id=parent_id,
+                root_run_id=root_run_id,
+                start_time=cache[1] + _MICROS[int(d * 1e6)],
+                metadata=(
+                    client._step_metadata(spec.metadata)
+                    if spec.merge_metadata or client.global_metadata
+                    else {}
+                ),
+                tags=list(spec.tags) if spec.tags else None,
+            )
+            if spec.fields:
+                for key, value in spec.fields.items():
+                    setattr(step, key, value)
+            is_root = root is None and spec.is_run
+            token = state_var.set(
+                ((*steps, step) if steps else (step,), thread, step if is_root else root)
+            )
+        except Exception as exc:  # the block runs without a step
+            self._client._stats.count("step_start_failed", error=repr(exc))
+            return Step(name=spec.name)
+        self._opened.append([step, spec, is_root, None, token])
+        return step
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        global _now_cache
+        entries = self._opened
+        if not entries:
+            return
+        # this context's block: its step is the current one (usually the latest entered)
+        steps = state_var.get()[0]
+        opened: list[Any] | None
+        try:
+            opened = entries[-1]
+            if steps and opened[_STEP] is steps[-1]:
+                entries.remove(opened)  # atomic; compares by identity first
+            else:
+                opened = self._other_entry(steps)
+        except (IndexError, ValueError):  # taken meanwhile by another thread
+            opened = self._other_entry(steps)
+        if opened is None:
+            return
+        if exc is not None:
+            self._client._close_step(opened, exc, None, False)
+            return
+        step: Step = opened[_STEP]
+        try:  # -- HookCore._close_step, for a block that ended normally
+            t = _time()
+            cache = _now_cache
+            d = t - cache[0]
+            if not 0.0 <= d < 0.001:
+                cache = _now_cache = ms_entry(t)
+                d = t - cache[0]
+            step.end_time = cache[1] + _MICROS[int(d * 1e6)]
+            if not step.scores:
+                step.scores = FROZEN_EMPTY
+            if not step.attachments:
+                step.attachments = FROZEN_EMPTY
+            try:
+                state_var.reset(opened[_TOKEN])
+            except (ValueError, RuntimeError):  # exited in another context
+                self._client._unwind(step, opened[_IS_ROOT], None)
+        except Exception as err:
+            self._client._stats.count("step_end_failed", error=repr(err))
+            return
+        holder = self._client._holder
+        put = holder._put
+        if put is None:
+            holder.enqueue(step)
+            return
+        try:
+            if put(step):
+                return
+        except Exception as sink_error:
+            holder.stats.count("sink_error", error=repr(sink_error))
+            return
+        holder.stats.count("enqueue_rejected")
+
+    def _other_entry(self, steps: tuple[Step, ...]) -> list[Any] | None:
+        """The entry of this context's block when it is not the latest entered (another
+        task or thread entered the same manager since): the innermost of this context's
+        open steps that is one of this manager's; else (this context was reset inside the
+        block) the latest entry."""
+        entries = self._opened
+        for step in reversed(steps):
+            for opened in reversed(entries):
+                if opened[_STEP] is step:
+                    try:
+                        entries.remove(opened)
+                    except ValueError:  # taken meanwhile by another thread
+                        continue
+                    return opened  # type: ignore[no-any-return]
+        try:
+            return entries.pop()
+        except IndexError:  # taken meanwhile by another thread
+            return None
+
+    async def __aenter__(self) -> Step:
+        return self.__enter__()
+
+    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        self.__exit__(exc_type, exc, tb)

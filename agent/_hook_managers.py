@@ -12,12 +12,10 @@ from typing import Any, TypeVar
 
 from agent._context import (
     experiment_run_var,
-    get_current_step,
     get_current_thread,
     set_thread,
 )
-from agent._hook_core import STEP as _STEP
-from agent._hook_core import HookCore, StepSpec
+from agent._hook_core import HookCore, StepBlock, StepSpec
 from agent._hook_ids import new_step_id
 from agent._hook_scope import decorate_step
 from agent._models import Step, StepType, Thread
@@ -27,25 +25,21 @@ __all__ = [
     "ExperimentItemRunContextManager",
     "StepContextManager",
     "ThreadContextManager",
+    "new_step_manager",
 ]
 
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_NO_KWARGS: dict[str, Any] = {}  # a context manager's step has no call arguments (read only)
 
 _THREAD_FIELDS = frozenset({"metadata", "tags", "participant_id", "participant_identifier"})
 
 
-class StepContextManager:
-    """``client.step(...)`` without a function: a context manager or a decorator."""
+class StepContextManager(StepBlock):
+    """``client.step(...)`` without a function: a context manager (:class:`StepBlock`: the
+    step opens on entry, closes on exit) or a decorator."""
 
-    __slots__ = ("_client", "_opened", "_spec")
-
-    def __init__(self, client: HookCore, spec: StepSpec) -> None:
-        self._client = client
-        self._spec = spec
-        self._opened: list[list[Any] | None] = []
+    __slots__ = ()
 
     def __call__(self, func: F) -> F:
         spec = self._spec
@@ -65,41 +59,24 @@ class StepContextManager:
             )
         return decorate_step(self._client, func, spec)
 
-    def __enter__(self) -> Step:
-        opened = self._client._open_step(self._spec, None, (), _NO_KWARGS)
-        self._opened.append(opened)
-        return opened[_STEP] if opened is not None else Step(name=self._spec.name)
-
-    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        stack = self._opened
-        if len(stack) == 1:  # the usual case: entered once at a time
-            opened = stack.pop()
-        elif not stack:
-            return
-        else:
-            # Entered by several tasks at once: close the entry whose step is current in
-            # *this* context (else the latest one).
-            current = get_current_step()
-            index = len(stack) - 1
-            for i in range(len(stack) - 1, -1, -1):
-                entry = stack[i]
-                if entry is not None and entry[_STEP] is current:
-                    index = i
-                    break
-            opened = stack.pop(index)
-        if opened is not None:
-            self._client._close_step(opened, exc, None, False)
-
-    _enter = __enter__
+    def _enter(self) -> Step:
+        return self.__enter__()
 
     def _exit(self, exc: BaseException | None) -> None:
         self.__exit__(None, exc, None)
 
-    async def __aenter__(self) -> Step:
-        return self.__enter__()
 
-    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        self.__exit__(exc_type, exc, tb)
+_new_object = object.__new__
+
+
+def new_step_manager(client: HookCore, spec: StepSpec) -> StepContextManager:
+    """``StepContextManager(client, spec)`` at half the cost (no ``__init__`` call): what
+    ``client.step(...)`` returns, built at every pass of an inline ``with`` block."""
+    cm: StepContextManager = _new_object(StepContextManager)
+    cm._client = client
+    cm._spec = spec
+    cm._opened = []
+    return cm
 
 
 class ThreadContextManager:

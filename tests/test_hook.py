@@ -781,3 +781,46 @@ def test_inline_step_blocks_reuse_their_spec_safely(
             pass
     assert odd.type == StepType.UNDEFINED
     assert client.hook_stats() == {"invalid_step_type": 3}
+
+
+def test_one_step_manager_shared_by_many_os_threads(
+    client: LiteralClient, sink: MemorySink
+) -> None:
+    """A module-level ``client.step(...)`` object entered by many OS threads at once (with a
+    tiny switch interval to force interleavings): every block closes its own step, children
+    get their own thread's block as parent, and every thread's context ends empty."""
+    import sys
+
+    shared = client.step(name="shared", type="tool")
+    errors: list[str] = []
+    pairs: list[tuple[str, str]] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        for _ in range(50):
+            with shared as outer:
+                with client.step(name="child") as child:
+                    pass
+                if client.get_current_step() is not outer:
+                    errors.append("wrong current step")
+            with lock:
+                pairs.append((outer.id, child.parent_id or ""))
+        if client.get_current_step() is not None:
+            errors.append("context not empty")
+
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=work) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(previous)
+    assert errors == []
+    assert all(outer_id == parent_id for outer_id, parent_id in pairs)
+    outers = [i for i in sink.items if isinstance(i, Step) and i.name == "shared"]
+    assert len(outers) == 400 and len({s.id for s in outers}) == 400
+    assert all(s.end_time is not None for s in outers)
+    assert client.hook_stats() == {}
