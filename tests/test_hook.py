@@ -718,9 +718,9 @@ def test_step_times_are_wire_formatted_utc_and_ordered(
 def test_decorated_call_and_context_manager_build_the_same_steps(
     client: LiteralClient, sink: MemorySink
 ) -> None:
-    """The decorated-function fast path (``HookCore._call``) and the generic open/close used
-    by ``with client.step(...)`` fill the same fields: ids, metadata, tags, extra fields,
-    root run handling, output capture and errors."""
+    """The decorated-function fast path (``HookCore._call``), ``with client.step(...)``
+    (``StepBlock``) and the generic open/close (``start_step``, generators) fill the same
+    fields: ids, metadata, tags, extra fields, root run handling, output capture and errors."""
     client.global_metadata = {"release": "r1"}
     kwargs: dict[str, Any] = {"metadata": {"k": 1}, "tags": ["t"], "error": None}
 
@@ -732,6 +732,10 @@ def test_decorated_call_and_context_manager_build_the_same_steps(
     def failing_fn() -> None:
         raise KeyError("boom")
 
+    @client.run(name="root_gen", **kwargs)
+    def root_gen() -> Iterator[int]:
+        yield 1
+
     with client.thread(name="conversation") as thread:
         with client.step(name="parent", type="run"):
             root_fn()
@@ -741,9 +745,19 @@ def test_decorated_call_and_context_manager_build_the_same_steps(
                 failing_fn()
             with pytest.raises(KeyError), client.step(name="failing_cm", type="tool", **kwargs):
                 raise KeyError("boom")
+            # the generic path (HookCore._open_step): start_step and generators
+            started = client.start_step(name="root_started", type="run", **kwargs)
+            started.output = {"answer": 42}
+            client.end_step(started)
+            assert list(root_gen()) == [1]
     steps = sink.steps
     parent = steps["parent"]
-    for fn_name, cm_name in (("root_fn", "root_cm"), ("failing_fn", "failing_cm")):
+    for fn_name, cm_name in (
+        ("root_fn", "root_cm"),
+        ("failing_fn", "failing_cm"),
+        ("root_fn", "root_started"),
+        ("root_fn", "root_gen"),
+    ):
         fn, cm = steps[fn_name], steps[cm_name]
         assert fn.parent_id == cm.parent_id == parent.id
         assert fn.thread_id == cm.thread_id == thread.id
