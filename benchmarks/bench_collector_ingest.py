@@ -5,8 +5,10 @@ directory. This process is the client: it pre-builds ``AddStep`` request bodies 
 the reference SDK (``literalai.api.helpers.gql``) with ~1 KB steps, posts them over a few
 keep-alive connections, then checks the stored row count. Reported per batch size: steps/s
 stored, p50/p99 request latency, server and client CPU per step (both processes share the
-machine's cores), and the 1-minute load average at the start of each run (the machine may be
-shared: read the figures beside it); medians over several runs, each on a fresh database.
+machine's cores), the server's CPU split by thread (event loop; busiest other thread, the
+SQLite writer; the rest, GraphQL worker threads), and the 1-minute load average at the start
+of each run (the machine may be shared: read the figures beside it); medians over several
+runs, each on a fresh database.
 
     python -m benchmarks collector_ingest [--runs 5] [--steps 100000] [--connections 4]
 """
@@ -129,6 +131,27 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_cpu_seconds(pid: int) -> dict[int, float]:
+    """CPU time consumed so far by each thread of process ``pid`` (Linux /proc)."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # the thread ended
+            continue
+        out[int(tid)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
+def thread_split(pid: int, before: dict[int, float], after: dict[int, float]) -> dict[str, float]:
+    """Server CPU seconds by role: the event loop (main thread), the busiest other thread
+    (the SQLite writer under ingest load) and all the others (GraphQL worker threads)."""
+    used = {tid: after[tid] - before.get(tid, 0.0) for tid in after}
+    loop = used.pop(pid, 0.0)
+    busiest = max(used.values(), default=0.0)
+    return {"event_loop": loop, "busiest_thread": busiest, "others": sum(used.values()) - busiest}
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -144,10 +167,12 @@ def run_once(batch: int, total: int, connections: int) -> dict[str, float]:
         warm_up(proc.port, batch)
         assert proc.pid is not None
         cpu_before = cpu_seconds(proc.pid)
+        threads_before = thread_cpu_seconds(proc.pid)
         client_before = time.process_time()
         wall, latencies = post_all(proc.port, bodies, connections)
         client_cpu = time.process_time() - client_before
         server_cpu = cpu_seconds(proc.pid) - cpu_before
+        split = thread_split(proc.pid, threads_before, thread_cpu_seconds(proc.pid))
         stored = stored_steps(proc.port) - batch  # minus the warm-up batch
     expected = len(bodies) * batch
     if stored != expected:
@@ -159,6 +184,7 @@ def run_once(batch: int, total: int, connections: int) -> dict[str, float]:
         "p99_ms": percentile(latencies, 0.99) * 1000,
         "kb_per_step": body_kb,
         "server_cpu_us_per_step": server_cpu / stored * 1e6,
+        **{f"server_{role}_cpu_us_per_step": cpu / stored * 1e6 for role, cpu in split.items()},
         "client_cpu_us_per_step": client_cpu / stored * 1e6,
         "loadavg_1m_at_start": load,
     }
@@ -209,7 +235,10 @@ def main(argv: list[str]) -> int:
         print(
             f"batch {batch:>4}: {row['steps_per_s']:>9,.0f} steps/s  "
             f"p50 {row['p50_ms']:7.1f} ms  p99 {row['p99_ms']:7.1f} ms  "
-            f"server CPU {row['server_cpu_us_per_step']:5.1f} us/step  "
+            f"server CPU {row['server_cpu_us_per_step']:5.1f} us/step "
+            f"(event loop {row['server_event_loop_cpu_us_per_step']:.1f}, busiest thread "
+            f"{row['server_busiest_thread_cpu_us_per_step']:.1f}, others "
+            f"{row['server_others_cpu_us_per_step']:.1f})  "
             f"client CPU {row['client_cpu_us_per_step']:5.1f} us/step  "
             f"(runs: {row['all_steps_per_s']}, load at start: {row['all_loadavg_1m_at_start']})",
             flush=True,
