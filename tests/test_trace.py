@@ -386,3 +386,32 @@ def test_no_opentelemetry_import_at_run_time() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_step_ids_match_span_ids_across_counter_blocks(
+    tracer: trace.Tracer, sink: MemorySink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A span's step id is ``span_step_id(trace_id, span_id)`` (reversible to the span id),
+    also where the cached text of the span counter's high bits changes (every 4096 spans)."""
+    import itertools
+
+    from agent._hook_ids import SpanIds, span_step_id
+
+    monkeypatch.setattr(SpanIds, "counter", itertools.count(4096 * 3 - 4))
+    spans = []
+    for _ in range(10):
+        with tracer.start_as_current_span("x") as span:
+            with tracer.start_as_current_span("child"):
+                pass
+        spans.append(span)
+    steps = {s.id: s for s in sink.items if isinstance(s, Step)}
+    assert len(steps) == 20
+    for span in spans:
+        ctx = span.get_span_context()
+        step_id = span_step_id(ctx.trace_id, ctx.span_id)
+        assert step_id in steps and steps[step_id].name == "x"
+        assert int(step_id.replace("-", "")[16:], 16) == ctx.span_id
+    children = [s for s in steps.values() if s.name == "child"]
+    parents = {span_step_id(s.get_span_context().trace_id, s.get_span_context().span_id)
+               for s in spans}
+    assert {c.parent_id for c in children} == parents

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -11,7 +12,7 @@ from contextvars import Token
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from agent._context import state_var
-from agent._hook_ids import SpanIds, span_step_id
+from agent._hook_ids import _HEX3, SpanIds, span_step_id
 from agent._hook_sink import SinkHolder, SinkLike
 from agent.trace._mapping import to_step
 from agent.trace._span import (
@@ -60,6 +61,23 @@ _MASK48 = 0xFFFF_FFFF_FFFF
 _INTERNAL = SpanKind.INTERNAL
 _new_span = object.__new__
 _time_ns = time.time_ns
+
+# (counter >> 12, step-id text up to the counter's last three hex digits) of this process's
+# spans: _seq_step_id(seq) == block[1] + _HEX3[seq & 0xFFF]; forgotten in a forked child
+# (SpanIds draws new per-process bits there)
+_id_block: tuple[int, str] = (-1, "")
+
+
+def _new_id_block(high: int) -> tuple[int, str]:
+    return high, f"{SpanIds.step_id_prefix or _step_id_prefix()}{high:09x}"
+
+
+def _forget_id_block() -> None:
+    global _id_block
+    _id_block = (-1, "")
+
+
+os.register_at_fork(after_in_child=_forget_id_block)
 
 
 class Context(dict[str, Any]):
@@ -390,6 +408,7 @@ class TracerProvider:
         return Tracer(self, instrumenting_module_name, instrumenting_library_version)
 
     def _on_end(self, span: Span) -> None:
+        global _id_block
         try:
             parent = span._parent
             thread_id: str | None = None
@@ -414,9 +433,13 @@ class TracerProvider:
             step_id = span._step_id
             if step_id is None:
                 if span._tseq:  # this process's trace: only the span counter to format
-                    # (not cached on the span: that would give it a __dict__)
-                    prefix = SpanIds.step_id_prefix or _step_id_prefix()
-                    step_id = f"{prefix}{span._seq:012x}"
+                    # (not cached on the span: that would give it a __dict__); the text
+                    # up to the counter's low 12 bits is cached per 4096 spans
+                    seq = span._seq
+                    block = _id_block
+                    if block[0] != seq >> 12:
+                        block = _id_block = _new_id_block(seq >> 12)
+                    step_id = block[1] + _HEX3[seq & 0xFFF]
                 else:
                     step_id = span.step_id
             step = to_step(span, step_id, parent_id, root_id, thread_id, is_local_root, span._error)
