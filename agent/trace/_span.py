@@ -346,7 +346,12 @@ class Span:
             if set_status:
                 self.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
         if end_on_exit:
-            self.end()
+            if self._ended:  # ended inside the block: end(), ignoring the second call
+                self.end()
+                return
+            self._ended = True  # end(), inlined
+            self.end_ns = _time_ns()
+            self._provider._on_end(self)
 
     def __call__(self, func: F) -> F:
         """``@tracer.start_as_current_span(...)``: a new current span for each call."""
