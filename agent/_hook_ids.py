@@ -7,9 +7,12 @@ fraction of that:
 * :func:`new_step_id` returns UUID-shaped ids (``8-4-4-4-12`` hex, version nibble ``4``,
   RFC 4122 variant) made of a per-process random 72-bit prefix and a 48-bit counter. Ids
   are unique within the process by construction and across processes by the random
-  prefix, which is re-drawn in a forked child.
+  prefix, which is re-drawn in a forked child. The text up to the counter's last three
+  hex digits is cached per 4096 ids (~90 ns an id).
 * :func:`iso_from_ns` formats a ``time.time_ns()`` value in the reference SDK's wire format
-  (``2024-05-01T12:34:56.123456Z``), caching the date-and-seconds part per second.
+  (``2024-05-01T12:34:56.123456Z``), caching the text up to the millisecond;
+  :func:`iso_now` does the same from the float ``time.time()`` (no big-integer
+  arithmetic), and the hook's hot paths inline it.
 """
 
 from __future__ import annotations
