@@ -4,7 +4,9 @@ Routes (protocol §1.1 and §4): ``POST /api/graphql``, ``POST /api/upload/file`
 ``POST|PUT /api/upload/direct/<token>`` (one-time upload target, no API key),
 ``GET /api/files/<object key>?token=...`` (signed read), ``POST /api/export/dataset``,
 ``POST /api/my-project`` and ``GET /health``. Blocking work (storage, GraphQL execution)
-runs in worker threads; the event loop only moves bytes.
+runs in worker threads; the event loop only moves bytes. ``POST /api/graphql``, the ingest
+hot path, is served by a plain ASGI handler ahead of Starlette's routing
+(:class:`_GraphQLRoute`), which answers exactly as the Starlette route does.
 
 Uploaded files and replicas. On SQLite (one machine) uploaded bytes are files under the
 upload folder (``<data dir>/uploads/<object key>``, written atomically, never outside the

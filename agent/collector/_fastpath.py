@@ -5,7 +5,8 @@ arguments are all variables gets a :class:`Plan`. A request with a plan is answe
 from its variables, which arrive as undecoded JSON (``msgspec.Raw``): strings are decoded with
 typed decoders, JSON arguments (``input``, ``output``, ``metadata``, ``tags``) are stored as
 the client's JSON text without a decode/encode round trip, and the whole batch is written in
-one storage call. Any variable that does not have exactly the expected shape makes
+one storage call (column-wise, without a dict per step, when the storage has
+``write_columns``). Any variable that does not have exactly the expected shape makes
 :func:`run_plan` return ``None`` and the caller falls back to graphql-core, which produces the
 standard messages; per-step checks are shared with the resolver (:mod:`._ingest`).
 """

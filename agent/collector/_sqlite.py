@@ -3,8 +3,16 @@
 Writes go through one dedicated writer thread that owns the write connection. Concurrent
 ``write`` calls that queue up while a transaction runs are committed together in the next
 transaction (group commit), each inside its own SAVEPOINT so that one failing call does not
-affect the others. Reads use one connection per calling thread (WAL lets them run while the
-writer writes) and see everything committed before they start.
+affect the others (a call alone in its transaction needs none). Reads use one connection per
+calling thread (WAL lets them run while the writer writes) and see everything committed
+before they start.
+
+The calling thread builds the statements and their parameters; the writer only executes
+them. Records go in multi-row ``INSERT ... VALUES (..), (..) ON CONFLICT`` statements (the
+writer releases and re-takes the GIL around each statement it steps, so not one per row), in
+chunks of 256 rows then powers of two, so that a handful of statement texts stay prepared.
+:meth:`SQLiteStorage.write_columns` (not part of the storage interface) takes the plain
+steps of an ingest batch column-wise, without one dict per step.
 """
 
 from __future__ import annotations
