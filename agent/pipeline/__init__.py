@@ -7,6 +7,7 @@ memory is full, and replays the spool oldest first once the backend answers agai
 
     pipeline = Pipeline(load_config())           # or Pipeline(api_key=..., url=...)
     pipeline.enqueue(step)                       # Step, Score (with step_id), Thread, dict
+    pipeline.enqueue_many(items)                 # one queue operation; returns how many fit
     pipeline.flush(timeout=2.0)                  # FlushResult(delivered, spooled, pending, ...)
     pipeline.stats().as_dict()                   # counters and gauges
 
@@ -16,6 +17,10 @@ generation; messages are steps), scores with a ``step_id`` (sent as the step ups
 (camelCase wire keys) unless its top-level ``"__kind__"`` is ``"score"`` (a score dict with
 ``"stepId"``) or ``"thread"`` (``"id"``, optional ``name``, ``metadata``, ``tags``,
 ``participantId``).
+
+``enqueue_many`` (the daemon's path: one chunk per frame) is bounded by its events like
+single puts, cut event by event by the overflow policy, and never raises; with
+``validated=True`` (wire step dicts with ids) the worker cuts it into batches by slicing.
 
 Module map: ``_queue`` (bounded MPSC queue, overflow policies), ``_batcher`` (normalising,
 sizing, batches, spool records), ``_worker`` (the loop: scheduling, flush/shutdown deadlines,
