@@ -186,6 +186,10 @@ class EventQueue:
                     return True
                 self.counters.drop(DropReason.SHUTDOWN)
                 return False
+            with self._lock:  # the worker may just have taken a chunk (extra not yet lower)
+                if len(self.dq) + self.extra < self.limit:
+                    self.dq.append(item)
+                    return True
             policy = self.policy
             if policy is OverflowPolicy.DROP_OLDEST:
                 return self._evict_and_put(item)
