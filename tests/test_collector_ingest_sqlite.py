@@ -132,3 +132,63 @@ def test_failing_single_write_leaves_store_usable(tmp_path: Path) -> None:
         assert storage.get("step", ["a"])["a"]["name"] == "ok"
     finally:
         storage.close()
+
+
+def _column_batches() -> list[dict[str, list[Any]]]:
+    """Column-wise step batches: columns missing, all NULL, partly NULL, repeated ids."""
+    return [
+        {
+            "id": ["w-0", "w-1", "w-2"],
+            "threadId": ["t", "t", None],
+            "parentId": [None, None, None],  # all NULL: left out of the statement
+            "name": ["a", None, "c"],
+            "input": ['{"x": 1}', None, '"s"'],
+            "tags": ['["a"]', '["b"]', None],
+            "environment": ["prod", "prod", "prod"],
+        },
+        {  # later partial steps: what they leave out (or send as null) is kept
+            "id": ["w-0", "w-2", "w-3", "w-3"],
+            "parentId": ["w-1", None, None, None],
+            "name": [None, None, None, None],
+            "endTime": [None, "2024-05-01T10:00:00.000000Z", None, "2024-05-01T10:00:01.0Z"],
+            "output": ['{"done": true}', None, "[1, 2]", None],
+            "metadata": [None, None, None, None],
+            "environment": ["dev", "dev", "dev", "dev"],
+        },
+        {"id": ["w-9"], "createdAt": [None]},  # only the id
+    ]
+
+
+def test_write_columns_matches_record_writes(tmp_path: Path) -> None:
+    """write_columns (NULL-only columns left out of its statements) stores what write() of
+    the same records stores, merges included, across chunk-size statements."""
+    columns_store = open_sqlite(tmp_path / "columns")
+    records_store = open_sqlite(tmp_path / "records")
+    try:
+        for batch in _column_batches():
+            count = len(batch["id"])
+            thread = [Write("thread", [{"id": "t", "name": "n"}], "insert_missing")]
+            columns_store.write_columns(thread, "step", batch)
+            records = [{k: v[i] for k, v in batch.items()} for i in range(count)]
+            for record in records:
+                for key in ("input", "output", "tags", "metadata"):
+                    if record.get(key) is not None:
+                        record[key] = JsonText(record[key])
+            records_store.write([*thread, Write("step", records)])
+        assert _rows(columns_store, "step") == _rows(records_store, "step")
+        assert _rows(columns_store, "thread") == _rows(records_store, "thread")
+        w0 = columns_store.get("step", ["w-0"])["w-0"]
+        assert (w0["name"], w0["input"], w0["parentId"], w0["output"]) == (
+            "a",
+            {"x": 1},
+            "w-1",
+            {"done": True},
+        )
+        big = {"id": [f"b-{i}" for i in range(300)], "name": [None] * 299 + ["last"]}
+        columns_store.write_columns([], "step", big)
+        records_store.write([Write("step", [{"id": i} for i in big["id"][:-1]])])
+        records_store.write([Write("step", [{"id": "b-299", "name": "last"}])])
+        assert _rows(columns_store, "step") == _rows(records_store, "step")
+    finally:
+        columns_store.close()
+        records_store.close()

@@ -93,40 +93,41 @@ class _Table:
         self.columns = [snake(k) for k in self.keys]
         self.json_keys = frozenset(k for k, t in self.types.items() if t == "json")
         self._json_positions = [i for i, k in enumerate(self.keys) if k in self.json_keys]
-        cols = ", ".join(self.columns)
-        marks = ", ".join("?" * len(self.columns))
-        updates = ", ".join(
-            f"{c} = COALESCE(excluded.{c}, {name}.{c})"
-            for c in self.columns
-            if c not in ("id", "created_at")
-        )
         self.select = f"SELECT t.rowid, {', '.join('t.' + c for c in self.columns)} FROM {name} t"
-        insert = f"INSERT INTO {name} ({cols}) VALUES ({marks}) ON CONFLICT(id)"
-        self.merge = f"{insert} DO UPDATE SET {updates}"
-        self.insert_missing = f"{insert} DO NOTHING"
         self.delete = f"DELETE FROM {name} WHERE id = ?"
-        self._head = f"INSERT INTO {name} ({cols}) VALUES "
-        self._row_marks = f"({marks})"
-        self._tails = {
-            "merge": f" ON CONFLICT(id) DO UPDATE SET {updates}",
-            "insert_missing": " ON CONFLICT(id) DO NOTHING",
-        }
-        self._statements: dict[tuple[str, int], str] = {}
+        self._column_of = dict(zip(self.keys, self.columns, strict=True))
+        self._statements: dict[tuple[str, int, tuple[str, ...] | None], str] = {}
         #: Most rows in one statement (a power of two; at most ``MAX_STATEMENT_PARAMS``).
         self.max_rows = 1 << min(8, (MAX_STATEMENT_PARAMS // len(self.columns)).bit_length() - 1)
 
-    def statement(self, mode: str, rows: int) -> str:
-        """The ``mode`` upsert of ``rows`` rows in one multi-row ``VALUES`` statement.
+    def statement(self, mode: str, rows: int, keys: tuple[str, ...] | None = None) -> str:
+        """The ``mode`` upsert of ``rows`` rows in one multi-row ``VALUES`` statement, over
+        all the columns or only those of ``keys`` (a sub-sequence of :attr:`keys` starting
+        with ``id`` and ``createdAt``; the others stay NULL on insert and unchanged on merge,
+        as when they are bound to NULL).
 
         Rows are applied in order, so a later row with the same id merges into (or, for
         ``insert_missing``, leaves alone) the one inserted before it, as one-row statements
         would.
         """
-        key = (mode, rows)
-        sql = self._statements.get(key)
+        cache_key = (mode, rows, keys)
+        sql = self._statements.get(cache_key)
         if sql is None:
-            sql = self._head + ", ".join([self._row_marks] * rows) + self._tails[mode]
-            self._statements[key] = sql
+            columns = self.columns if keys is None else [self._column_of[k] for k in keys]
+            marks = "(" + ", ".join("?" * len(columns)) + ")"
+            updates = ", ".join(
+                f"{c} = COALESCE(excluded.{c}, {self.name}.{c})"
+                for c in columns
+                if c not in ("id", "created_at")
+            )
+            action = f"DO UPDATE SET {updates}" if mode == "merge" and updates else "DO NOTHING"
+            sql = (
+                f"INSERT INTO {self.name} ({', '.join(columns)}) VALUES "
+                f"{', '.join([marks] * rows)} ON CONFLICT(id) {action}"
+            )
+            if len(self._statements) >= 1024:  # column subsets vary with the clients
+                self._statements.clear()
+            self._statements[cache_key] = sql
         return sql
 
     def row_params(self, record: Record, now: str) -> list[Any]:
@@ -310,19 +311,22 @@ class SQLiteStorage:
         now = now_iso()
         prepared, weight = self._prepare(writes, now)
         count = len(columns["id"])
-        ordered: list[Any] = []
+        keys: list[str] = []
+        ordered: list[Iterable[Any]] = []
         for key in table.keys:
-            column: Iterable[Any] | None = columns.get(key)
+            column = columns.get(key)
             if key == "createdAt":
-                column = repeat(now, count) if column is None else [c or now for c in column]
-            elif column is None:
-                column = repeat(None, count)
-            ordered.append(column)
+                ordered.append(repeat(now, count) if column is None else [c or now for c in column])
+            elif key == "id" or (column is not None and column.count(None) != count):
+                ordered.append(column)  # type: ignore[arg-type]
+            else:
+                continue  # NULL for every record: left out of the statement (binding costs)
+            keys.append(key)
         flat = list(chain.from_iterable(zip(*ordered, strict=True)))
-        width = len(table.keys)
+        width, subset = len(keys), tuple(keys)
         for start, rows in _chunk_sizes(count, table.max_rows):
             params = flat[start * width : (start + rows) * width]
-            prepared.append((table.statement("merge", rows), params, False))
+            prepared.append((table.statement("merge", rows, subset), params, False))
         if prepared:
             self._submit(_applier(prepared), weight + count)
 
