@@ -122,6 +122,7 @@ DEFAULT_MAX_CONNECTIONS: Final = 10
 DEFAULT_MAX_QUEUE_EVENTS: Final = 100_000
 DEFAULT_MAX_QUEUE_BYTES: Final = 64 * MiB
 DEFAULT_BLOCK_TIMEOUT: Final = 0.05  # seconds
+DEFAULT_SPILL_WAIT: Final = 0.5  # seconds
 DEFAULT_BATCH_SIZE: Final = 500  # events
 DEFAULT_BATCH_BYTES: Final = 4 * MiB
 DEFAULT_FLUSH_INTERVAL: Final = 0.2  # seconds
@@ -384,6 +385,8 @@ class PipelineConfig(msgspec.Struct, **_STRUCT):
     """What to do with a new event when the queue is full."""
     block_timeout: float = DEFAULT_BLOCK_TIMEOUT
     """Seconds a producer may block with ``overflow = "block"``."""
+    spill_wait: float = DEFAULT_SPILL_WAIT
+    """Seconds a producer that outruns the disk may wait with ``overflow = "spill"``."""
     batch_size: int = DEFAULT_BATCH_SIZE
     """Most events per batch."""
     batch_bytes: int = DEFAULT_BATCH_BYTES
@@ -593,6 +596,7 @@ _OVERRIDES: Final[dict[str, dict[str, dict[str, Any]]]] = {
         "max_queue_events": _GE1,
         "max_queue_bytes": _SIZE_RULE,
         "block_timeout": _GT0,
+        "spill_wait": _GT0,
         "batch_size": _GE1,
         "batch_bytes": _SIZE_RULE,
         "flush_interval": _GT0,

@@ -470,7 +470,7 @@ def test_client_from_env() -> None:
         pytest.param(
             "[pipeline]\nbatchsize = 10\n",
             '[pipeline] unknown key "batchsize"; did you mean "batch_size"? valid keys: '
-            "max_queue_events, max_queue_bytes, overflow, block_timeout, batch_size,",
+            "max_queue_events, max_queue_bytes, overflow, block_timeout, spill_wait, batch_size,",
             id="unknown-key",
         ),
         pytest.param(
@@ -664,3 +664,16 @@ def test_rules_cover_every_field() -> None:
     for section, cls in SECTIONS.items():
         assert set(RULES[section]) == set(cls.__struct_fields__)
     assert set(SECTIONS) == set(AgentConfig.__struct_fields__)
+
+
+def test_pipeline_spill_wait_reaches_the_pipeline_settings(tmp_path: Path) -> None:
+    """[pipeline] spill_wait (file, then environment) is what the pipeline's queue waits."""
+    from agent.pipeline._settings import Settings
+
+    path = write(tmp_path, "[pipeline]\nspill_wait = 2.5\n")
+    assert Settings.from_config(load_config(path, env={})).spill_wait == 2.5
+    env = {"LITERAL_AGENT_PIPELINE_SPILL_WAIT": "0.25"}
+    assert Settings.from_config(load_config(path, env=env)).spill_wait == 0.25
+    assert "[pipeline] spill_wait: expected a number > 0" in error_of(
+        write(tmp_path, "[pipeline]\nspill_wait = 0\n", name="zero.toml")
+    )

@@ -55,6 +55,7 @@ class Settings:
             max_queue_bytes=p.max_queue_bytes,
             overflow=OverflowPolicy(str(p.overflow)),
             block_timeout=p.block_timeout,
+            spill_wait=p.spill_wait,
             batch_size=p.batch_size,
             batch_bytes=p.batch_bytes,
             flush_interval=p.flush_interval,
