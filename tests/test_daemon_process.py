@@ -286,3 +286,33 @@ def test_tcp_listener_next_to_the_unix_socket(
         )
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(20) == 0
+
+
+def test_spool_purge_refuses_a_spool_in_use_and_keeps_its_records(tmp_path: Path) -> None:
+    """`spool purge` on a spool another process holds open exits 1 with a message naming the
+    directory (no traceback) and deletes nothing; once closed, it purges every record."""
+    from agent.pipeline._spool import Spool, inspect_spool
+
+    directory = tmp_path / "spool"
+    spool = Spool(directory, fsync_interval=None)
+    spool.append([b"one", b"two", b"three"], durable=True)
+    command = [sys.executable, "-m", "agent", "spool", "purge", "--yes", "--dir", str(directory)]
+    env = agent_env(tmp_path)
+
+    def purge() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            command, check=False, env=env, capture_output=True, text=True, timeout=30
+        )
+
+    try:
+        busy = purge()
+    finally:
+        spool.close()
+    assert busy.returncode == 1
+    assert f"{directory} is in use by a running agent" in busy.stderr
+    assert "Traceback" not in busy.stderr
+    assert inspect_spool(directory).records == 3
+    done = purge()
+    assert done.returncode == 0, done.stderr
+    assert "purged 3 records" in done.stdout
+    assert inspect_spool(directory).records == 0

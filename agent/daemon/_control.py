@@ -180,7 +180,7 @@ def _spool_dir(args: argparse.Namespace) -> str:
 def run_spool(args: argparse.Namespace) -> int:
     """`literal-agent spool inspect|replay|purge`."""
     from agent._logging import configure_logging
-    from agent.pipeline._spool import inspect_spool, purge_spool
+    from agent.pipeline._spool import SpoolLockedError, inspect_spool, purge_spool
 
     configure_logging("auto", "warning")
     directory = _spool_dir(args)
@@ -191,19 +191,23 @@ def run_spool(args: argparse.Namespace) -> int:
             return 0
         print(format_table(f"spool {directory}", _report_rows(report)))
         return 0
+    in_use = (
+        f"literal-agent spool: {directory} is in use by a running agent; "
+        "it replays its spool by itself (`literal-agent flush` to hurry it)"
+    )
     if report.in_use:
-        print(
-            f"literal-agent spool: {directory} is in use by a running agent; "
-            "it replays its spool by itself (`literal-agent flush` to hurry it)",
-            file=sys.stderr,
-        )
+        print(in_use, file=sys.stderr)
         return 1
     if args.spool_command == "purge":
         if not args.yes and sys.stdin.isatty():
             answer = input(f"delete {report.records:,} spooled records in {directory}? [y/N] ")
             if answer.strip().lower() not in ("y", "yes"):
                 return 1
-        removed = purge_spool(directory)
+        try:
+            removed = purge_spool(directory)
+        except SpoolLockedError:  # an agent opened it after the check above
+            print(in_use, file=sys.stderr)
+            return 1
         print(f"purged {removed:,} records from {directory}")
         return 0
     return _replay(args, directory, report.records)
