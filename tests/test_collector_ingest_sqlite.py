@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from agent.collector._sqlite import SQLiteStorage, _chunk_sizes, open_sqlite
-from agent.collector._storage import JsonText, ListQuery, Record, Write
+from agent.collector._sqlite import SQLiteStorage, _chunk_sizes, _Job, open_sqlite
+from agent.collector._storage import JsonText, ListQuery, Record, StorageError, Write
 
 
 def _records(count: int, prefix: str) -> list[Record]:
@@ -97,8 +97,8 @@ def test_failing_write_in_a_group_fails_alone(tmp_path: Path) -> None:
             errors[name] = exc
 
     try:
-        holder = threading.Thread(target=storage._submit, args=(hold, 1))
-        holder.start()
+        held = _Job(hold, 1)
+        storage._jobs.put(held)  # the writer thread runs it, holding the write connection
         assert started.wait(10)
         calls = [
             ("good", [Write("step", [{"id": "g1"}, {"id": "g2", "name": "x"}])]),
@@ -111,8 +111,9 @@ def test_failing_write_in_a_group_fails_alone(tmp_path: Path) -> None:
         while storage._jobs.qsize() < 3:  # all three queued behind the held transaction
             threading.Event().wait(0.01)
         release.set()
-        for thread in [holder, *writers]:
+        for thread in writers:
             thread.join(10)
+        assert held.done.wait(10) and held.error is None
         assert set(errors) == {"bad"}
         assert set(storage.get("step", ["g1", "g2", "b1"])) == {"g1", "g2"}
         assert set(storage.get("thread", ["t1"])) == {"t1"}
@@ -192,3 +193,36 @@ def test_write_columns_matches_record_writes(tmp_path: Path) -> None:
     finally:
         columns_store.close()
         records_store.close()
+
+
+def test_concurrent_writes_inline_or_grouped_all_commit(tmp_path: Path) -> None:
+    """Writes from many threads, committed in the calling thread when the writer is idle and
+    group-committed by the writer otherwise, are all stored; a failing one fails alone."""
+    storage = open_sqlite(tmp_path / "concurrent")
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        for i in range(40):
+            records: list[Record] = [{"id": f"c-{n}-{i}-{j}", "name": str(j)} for j in range(5)]
+            try:
+                storage.write([Write("step", records), Write("step", [{"id": "shared"}])])
+                if i % 13 == 0:
+                    storage.write([Write("step", [{"id": f"x-{n}-{i}"}, {"name": "no id"}])])
+            except Exception as exc:
+                errors.append(exc)
+
+    try:
+        threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert len(errors) == 8 * 4  # exactly the failing writes (i = 0, 13, 26, 39)
+        ids = [f"c-{n}-{i}-{j}" for n in range(8) for i in range(40) for j in range(5)]
+        assert len(storage.get("step", [*ids, "shared"])) == len(ids) + 1
+        failed = [f"x-{n}-{i}" for n in range(8) for i in (0, 13, 26, 39)]
+        assert storage.get("step", failed) == {}
+    finally:
+        storage.close()
+    with pytest.raises(StorageError):
+        storage.write([Write("step", [{"id": "after close"}])])
