@@ -318,14 +318,15 @@ def test_pool_size_bounds_the_connections_of_one_process(pg_url: str, tmp_path: 
     finally:
         storage.close()
     env = {"LITERAL_AGENT_COLLECTOR_DATABASE_POOL_SIZE": "2"}
-    with CollectorProcess(tmp_path / "p", api_key=API_KEY, database_url=pg_url, env=env) as proc:
+    name = f"pool-test-{uuid.uuid4().hex[:8]}"  # this collector's connections, and no other
+    url = f"{pg_url}{'&' if '?' in pg_url else '?'}application_name={name}"
+    with CollectorProcess(tmp_path / "p", api_key=API_KEY, database_url=url, env=env) as proc:
         assert proc.pid is not None
 
         def count() -> int:
             with psycopg.connect(pg_url, autocommit=True) as conn:
                 row = conn.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
-                    " AND datname = current_database() AND backend_type = 'client backend'"
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (name,)
                 ).fetchone()
             return int(row[0]) if row else -1
 
