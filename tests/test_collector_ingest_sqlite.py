@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from agent.collector import _sqlite
 from agent.collector._sqlite import SQLiteStorage, _chunk_sizes, _Job, open_sqlite
 from agent.collector._storage import JsonText, ListQuery, Record, StorageError, Write
 
@@ -226,3 +227,52 @@ def test_concurrent_writes_inline_or_grouped_all_commit(tmp_path: Path) -> None:
         storage.close()
     with pytest.raises(StorageError):
         storage.write([Write("step", [{"id": "after close"}])])
+
+
+def test_checkpointer_bounds_the_wal_under_continuous_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checkpoints run off the committing threads (wal_autocheckpoint=0) and still keep the
+    WAL small while a writer commits back to back and a reader reads: the WAL is copied into
+    the database file and started over, and every record stays readable, also after reopening."""
+    monkeypatch.setattr(_sqlite, "CHECKPOINT_RECORDS", 500)
+    path = tmp_path / "ckpt" / "collector.db"
+    storage = SQLiteStorage(path)
+    payload = "x" * 1000
+    batches, size = 60, 500
+    done = threading.Event()
+    seen: list[int] = []
+
+    def reader() -> None:
+        while not done.is_set():
+            seen.append(storage.list("step", ListQuery(first=0)).total)
+
+    reading = threading.Thread(target=reader)
+    reading.start()
+    wal = path.with_name("collector.db-wal")
+    wal_sizes: list[int] = []
+    try:
+        conn = storage._write_conn
+        assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        for b in range(batches):
+            records: list[Record] = [
+                {"id": f"s-{b}-{i}", "input": {"text": payload}} for i in range(size)
+            ]
+            storage.write([Write("step", records)])
+            wal_sizes.append(wal.stat().st_size)
+        done.set()
+        reading.join(30)
+        data_bytes = batches * size * len(payload)
+        assert path.stat().st_size > data_bytes // 2  # copied into the database file
+        assert max(wal_sizes) < data_bytes // 3  # not one ever-growing WAL
+        assert seen == sorted(seen)  # readers saw only whole commits, in order
+        assert storage.list("step", ListQuery(first=0)).total == batches * size
+    finally:
+        done.set()
+        storage.close()
+    reopened = SQLiteStorage(path)
+    try:
+        assert reopened.list("step", ListQuery(first=0)).total == batches * size
+        assert reopened.get("step", ["s-59-499"])["s-59-499"]["input"] == {"text": payload}
+    finally:
+        reopened.close()
