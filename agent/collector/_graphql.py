@@ -1,10 +1,11 @@
 """GraphQL execution of the collector: request decoding, parsed-document cache, fast paths.
 
 ``GraphQLService.handle(body, ...)`` is blocking and runs in a worker thread. Documents are
-parsed and validated once and kept in a size-bounded LRU keyed by their (JSON-encoded) text,
-so a hit costs one hash. Variables are decoded lazily: a document with a fast-path plan
-(:mod:`agent.collector._fastpath`, the SDK's ``send_steps`` / ``create_scores``) reads them
-raw; every other document gets them decoded and goes through graphql-core.
+parsed and validated once and kept in a size-bounded LRU of their (JSON-encoded) text, so a
+hit costs a short key's hash and one comparison of the text. Variables are decoded lazily: a
+document with a fast-path plan (:mod:`agent.collector._fastpath`, the SDK's ``send_steps`` /
+``create_scores``) reads them raw; every other document gets them decoded and goes through
+graphql-core.
 """
 
 from __future__ import annotations
@@ -151,34 +152,57 @@ class Prepared:
 # -- the service -------------------------------------------------------------------------
 
 
+def _short_key(text: bytes) -> bytes:
+    """A cheap dictionary key for a document text: its length and three slices of it
+    (hashing the whole text of an ``AddStep`` batch, ~1 KB per step, would cost more)."""
+    size = len(text)
+    if size <= 1024:
+        return text
+    middle = size // 2
+    return b"%d:" % size + text[:256] + text[middle - 128 : middle + 128] + text[-256:]
+
+
 class _DocumentCache:
-    """LRU of :class:`Prepared` documents, bounded by count and by total text size."""
+    """LRU of :class:`Prepared` documents, bounded by count and by total text size.
+
+    Entries are found by :func:`_short_key` and told apart by a full comparison of the text
+    (``memcmp``, much cheaper than hashing it)."""
 
     def __init__(self, max_chars: int, max_items: int = MAX_CACHED_DOCUMENTS) -> None:
-        self._items: OrderedDict[bytes, Prepared] = OrderedDict()
+        self._items: OrderedDict[bytes, list[tuple[bytes, Prepared]]] = OrderedDict()
+        self._count = 0
         self._chars = 0
         self._max_chars = max_chars
         self._max_items = max_items
         self._lock = threading.Lock()
 
     def get(self, text: bytes) -> Prepared | None:
+        short = _short_key(text)
         with self._lock:
-            prepared = self._items.get(text)
-            if prepared is not None:
-                self._items.move_to_end(text)
-            return prepared
+            bucket = self._items.get(short)
+            if bucket is None:
+                return None
+            for known, prepared in bucket:
+                if known == text:
+                    self._items.move_to_end(short)
+                    return prepared
+            return None
 
     def put(self, text: bytes, prepared: Prepared) -> None:
         if prepared.size > self._max_chars // 4:
             return
+        short = _short_key(text)
         with self._lock:
-            if text in self._items:
+            bucket = self._items.setdefault(short, [])
+            if any(known == text for known, _ in bucket):
                 return
-            self._items[text] = prepared
+            bucket.append((text, prepared))
+            self._count += 1
             self._chars += prepared.size
-            while self._chars > self._max_chars or len(self._items) > self._max_items:
+            while self._chars > self._max_chars or self._count > self._max_items:
                 _, old = self._items.popitem(last=False)
-                self._chars -= old.size
+                self._count -= len(old)
+                self._chars -= sum(p.size for _, p in old)
 
 
 class GraphQLService:
