@@ -200,9 +200,12 @@ class _DocumentCache:
             self._count += 1
             self._chars += prepared.size
             while self._chars > self._max_chars or self._count > self._max_items:
-                _, old = self._items.popitem(last=False)
-                self._count -= len(old)
-                self._chars -= sum(p.size for _, p in old)
+                oldest_key, oldest = next(iter(self._items.items()))
+                _, old = oldest.pop(0)  # the least recently used key's oldest text
+                if not oldest:
+                    del self._items[oldest_key]
+                self._count -= 1
+                self._chars -= old.size
 
 
 class GraphQLService:
