@@ -1,9 +1,9 @@
 """SQLite ingest writes: multi-row statements and group commit store exactly like row-at-a-time.
 
 The writer applies a group of records as a few multi-row ``INSERT ... VALUES (..), (..)``
-statements (chunks of 256 rows, then powers of two). These tests compare the stored rows, in
-insertion order, with the same records written one per ``write`` call, over sizes that cross
-the chunk boundaries and with repeated ids inside and across chunks.
+statements (chunks of 256 rows, then a multiple of 4, 2 and 1). These tests compare the
+stored rows, in insertion order, with the same records written one per ``write`` call, over
+sizes that cross the chunk boundaries and with repeated ids inside and across chunks.
 """
 
 from __future__ import annotations
@@ -69,14 +69,17 @@ def test_multi_row_writes_match_row_at_a_time(tmp_path: Path, count: int) -> Non
 
 
 def test_chunk_sizes_cover_every_row_with_few_statement_shapes() -> None:
-    """Chunks are contiguous, cover every row, and use at most 9 distinct sizes."""
+    """Chunks are contiguous, cover every row, and use 66 distinct sizes (multiples of 4 up
+    to 256, then 2 and 1); at most one chunk is not a full one of 256 or a 2 or a 1."""
     shapes: set[int] = set()
     for total in range(0, 1200):
         chunks = list(_chunk_sizes(total, 256))
         assert sum(size for _, size in chunks) == total
         assert all(start == sum(s for _, s in chunks[:i]) for i, (start, _) in enumerate(chunks))
+        assert len([s for _, s in chunks if s not in (256, 2, 1)]) <= 1
+        assert len(chunks) <= total // 256 + 3
         shapes.update(size for _, size in chunks)
-    assert shapes == {1, 2, 4, 8, 16, 32, 64, 128, 256}
+    assert shapes == {1, 2, *range(4, 257, 4)}
 
 
 def test_failing_write_in_a_group_fails_alone(tmp_path: Path) -> None:
