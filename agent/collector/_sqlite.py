@@ -178,10 +178,12 @@ class _Checkpointer:
     :data:`CHECKPOINT_IDLE_SECONDS` after records were committed, this thread copies the WAL
     back into the database file with PASSIVE checkpoints, which block neither the writer
     nor readers (the SQLite calls run without the GIL). Once a checkpoint has copied the
-    whole WAL, the next write transaction starts the WAL over: if commits went on during the
-    first passes, a last one runs with the write lock held (it copies only those commits'
-    pages). Should readers keep the WAL from being copied until it holds
-    :data:`MAX_WAL_PAGES` pages, a RESTART checkpoint waits for them.
+    whole WAL, the next write transaction starts the WAL over, provided the copy ended while
+    no transaction was open. When commits went on during the first passes (or the WAL has
+    grown past ``4 * CHECKPOINT_RECORDS`` pages, a sign that it did not start over), a last
+    pass runs with the write lock held: it copies only the pages of the commits made since.
+    Should readers keep the WAL from being copied until it holds :data:`MAX_WAL_PAGES`
+    pages, a RESTART checkpoint waits for them.
     Durability is unchanged: a commit is in the WAL (``synchronous=NORMAL``) before its call
     returns, checkpointed or not.
     """
@@ -224,22 +226,21 @@ class _Checkpointer:
     def checkpoint(self) -> None:
         """Copy the WAL into the database file, the last commits with the writer held off."""
         try:
-            for _ in range(2):  # the bulk, then what was committed meanwhile, without the
-                if self._passive() and not self._lock.locked():  # lock: commits go on
-                    return  # copied whole with no transaction open (there may be by now)
+            for _ in range(2):  # the bulk, then what was committed meanwhile, without the lock
+                whole, wal_pages = self._passive()
+                if whole and not self._lock.locked() and wal_pages <= 4 * CHECKPOINT_RECORDS:
+                    return  # copied whole between two transactions (and the WAL restarts)
             with self._lock:  # what was committed meanwhile (few pages), with no transaction
-                if self._passive():  # open: the next one finds the WAL copied and restarts it
-                    return
-            wal_pages = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
-            if wal_pages > MAX_WAL_PAGES:  # readers kept it from being copied
+                whole, wal_pages = self._passive()  # open: the next one restarts the WAL
+            if not whole and wal_pages > MAX_WAL_PAGES:  # readers kept it from being copied
                 self._conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
         except sqlite3.Error as exc:  # retried at the next wake-up; commits are unaffected
             log.warning("sqlite checkpoint failed", error=str(exc))
 
-    def _passive(self) -> bool:
-        """One PASSIVE checkpoint; whether it copied the whole WAL."""
+    def _passive(self) -> tuple[bool, int]:
+        """One PASSIVE checkpoint: whether it copied the whole WAL, and the WAL's pages."""
         _, wal_pages, copied = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        return bool(wal_pages <= copied)
+        return wal_pages <= copied, int(wal_pages)
 
 
 @dataclass(slots=True)
