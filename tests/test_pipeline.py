@@ -481,3 +481,56 @@ def test_queue_depth_and_enqueued_count_events_not_flush_markers() -> None:
     taken = q.take(10)
     assert [type(item) is FlushMarker for item in taken] == [False, True, False, True]
     assert (q.depth(), q.enqueued, q.taken) == (0, 4, 4)
+
+
+def test_all_acknowledged_only_for_plain_all_ok_answers(
+    sqlite_collector: CollectorThread,
+) -> None:
+    """The exporter skips decoding an answer only when every alias plainly says ok; real
+    collector answers with a refused step (first or later) or an error never qualify."""
+    import httpx
+
+    from agent._documents import add_steps_document
+    from agent.pipeline._exporter import all_acknowledged
+
+    def post(variables: dict[str, Any], n: int) -> bytes:
+        body = {"query": add_steps_document(n), "variables": variables}
+        headers = {"x-api-key": sqlite_collector.api_key}
+        r = httpx.post(f"{sqlite_collector.url}/api/graphql", json=body, headers=headers)
+        assert r.status_code == 200
+        return r.content
+
+    ok = post({"id_0": str(uuid.uuid4()), "id_1": str(uuid.uuid4())}, 2)
+    assert all_acknowledged(ok)
+    bad_first = post({"id_0": str(uuid.uuid4()), "type_0": "nope", "id_1": str(uuid.uuid4())}, 2)
+    bad_later = post({"id_0": str(uuid.uuid4()), "id_1": str(uuid.uuid4()), "type_1": "nope"}, 2)
+    missing = post({"id_0": str(uuid.uuid4())}, 2)  # a required variable absent: an error
+    for content in (bad_first, bad_later, missing):
+        assert not all_acknowledged(content), content
+    # spacing, other shapes, a truncated or non-object body: the full path decides
+    for content in (
+        b'{"data": {"step0": {"ok": true, "message": null}}}',
+        b'{"data":{"step0":{"ok":true,"message":null},"step1":{"ok": false}}}',
+        b'{"data":{"step0":{"ok":true,"message":null}},"errors":[{"message":"x"}]}',
+        b'{"data":{"step0":{"ok":true,"message":null}',
+        b"",
+    ):
+        assert not all_acknowledged(content), content
+
+
+def test_refused_first_step_is_dead_lettered_rest_delivered(
+    sqlite_collector: CollectorThread, make: Callable[..., Pipeline], tmp_path: Path
+) -> None:
+    """``ok: false`` on alias step0 (the one the fast acknowledgement check looks at)."""
+    p = make(sqlite_collector.url)
+    bad = str(uuid.uuid4())
+    good = [str(uuid.uuid4()) for _ in range(3)]
+    p.enqueue({"id": bad, "name": "bad", "type": "not-a-step-type"})
+    for i in good:
+        p.enqueue({"id": i, "name": "ok"})
+    result = p.flush(10)
+    assert (result.delivered, result.dropped) == (3, 1)
+    assert stored(sqlite_collector.data_dir, good) == set(good)
+    assert [e["event"]["id"] for e in DeadLetterFile(tmp_path / "dead-letter.jsonl").read()] == [
+        bad
+    ]

@@ -366,6 +366,52 @@ def test_fork_mid_stream(
     p.shutdown(2)
 
 
+def test_enqueue_held_across_fork_reaches_the_childs_worker(
+    tmp_path: Path, sqlite_collector: CollectorThread, proxy: FaultProxy
+) -> None:
+    """``Pipeline.enqueue`` is the queue's bound ``put``; a reference taken before a fork
+    (as the hook's SinkHolder keeps one) still feeds the child's fresh pipeline, whose
+    counters start from zero; the parent's references keep working too."""
+    from agent._hook_sink import SinkHolder
+
+    p = Pipeline(settings=settings(tmp_path, proxy.url, batch_size=50))
+    assert p.enqueue == p._queue.put
+    put = p.enqueue
+    holder = SinkHolder(None, sink=p)
+    before = ids(200, "parent-")
+    for i in before:
+        put({"id": i})
+    child_ids = [f"child-{n}" for n in range(300)]
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 1
+        try:
+            assert p.stats().queue_depth == 0 and p.stats().enqueued == 0
+            for i in child_ids[:150]:
+                put({"id": i})
+            for i in child_ids[150:]:
+                assert holder.enqueue({"id": i})
+            r = p.flush(10)
+            st = p.stats()
+            ok = r.delivered == 300 and not r.timed_out and st.enqueued == st.sent == 300
+            code = 0 if ok else 2
+        finally:
+            os._exit(code)
+    after = ids(200, "parent-")
+    for i in after:
+        holder.enqueue({"id": i})
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert p.flush(10).timed_out is False
+    produced = before + after + child_ids
+    assert ids_once(proxy.forwarded_ids(), produced) == []
+    assert stored(sqlite_collector.data_dir, produced) == set(produced)
+    assert p.stats().sent == 400
+    p.shutdown(2)
+    assert not put({"id": "after-shutdown"})  # closed: refused and counted
+    assert p.stats().dropped.get("shutdown") == 1
+
+
 def test_concurrent_producers(tmp_path: Path, sqlite_collector: CollectorThread) -> None:
     """Many threads enqueue at once: counts add up, everything delivered once."""
     p = Pipeline(settings=settings(tmp_path, sqlite_collector.url, batch_size=200))

@@ -49,7 +49,7 @@ encode_event = _encode
 _decoder = msgspec.msgpack.Decoder(list[dict[str, Any]])
 
 
-_SAMPLE_EVERY = 8  # events between two size samples
+_SAMPLE_EVERY = 16  # events between two size samples
 
 
 def deep_sizeof(obj: object, depth: int = 0) -> int:

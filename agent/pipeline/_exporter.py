@@ -26,7 +26,7 @@ import msgspec
 
 from agent._exceptions import GraphQLError
 
-__all__ = ["ApiExporter", "Exporter", "failures_by_index"]
+__all__ = ["ApiExporter", "Exporter", "all_acknowledged", "failures_by_index"]
 
 # httpcore's async path runs ``import sniffio`` on every request to detect trio; without
 # sniffio installed, that failed import walks sys.path each time (~0.5 ms per request,
@@ -121,7 +121,10 @@ class ApiExporter:
             )
         except httpx.TransportError as exc:
             raise api._transport_error("send steps", exc) from exc
-        api._result(self._operation, response.status_code, response.content, response.headers)
+        content = response.content
+        if response.status_code < 400 and all_acknowledged(content):
+            return
+        api._result(self._operation, response.status_code, content, response.headers)
 
     async def upsert_thread(self, thread: dict[str, Any]) -> None:
         await self.api.upsert_thread(
@@ -134,6 +137,24 @@ class ApiExporter:
 
     async def aclose(self) -> None:
         await self.api.aclose()
+
+
+_ACK_HEAD = b'{"data":{"step0":{"ok":true'
+
+
+def all_acknowledged(content: bytes) -> bool:
+    """True when an ``AddStep`` answer is plainly "every alias ok": it opens with
+    ``{"data":{"step0":{"ok":true``, closes with ``}}}``, and has no ``false`` literal and
+    no ``"errors"`` key. Anything else (a refused step, an error, an odd shape or spacing)
+    is False and goes through the client's full decoding and checks; skipping them for
+    the common answer saves decoding ~40 bytes and one dict per step.
+    """
+    return (
+        content.startswith(_ACK_HEAD)
+        and content.endswith(b"}}}")  # closes the alias, "data" and the answer
+        and b"false" not in content
+        and b'"errors"' not in content
+    )
 
 
 def _identity(value: Any) -> Any:
@@ -188,4 +209,5 @@ def _steps_body(steps: list[dict[str, Any]]) -> bytes:
         generation = step.get("generation")
         if type(generation) is dict and "id" in generation and generation["id"] is None:
             variables[names["generation"]] = {k: v for k, v in generation.items() if k != "id"}
-    return _prefix(len(steps)) + _json_encode(variables) + b"}"
+    # one join, not two ``+``: a second copy of a megabyte body costs more than the encoding
+    return b"".join((_prefix(len(steps)), _json_encode(variables), b"}"))

@@ -136,18 +136,29 @@ class Pipeline:
         )
 
     def _new_state(self) -> None:
+        """Fresh counters, batcher and worker; the queue is created once and, in a forked
+        child, emptied in place (:meth:`EventQueue.reset_after_fork`): the object stays the
+        same for the pipeline's life, so ``enqueue`` can be its bound ``put``."""
         s = self.settings
         self._counters = Counters()
-        self._queue = EventQueue(
-            max_events=s.max_queue_events,
-            max_bytes=s.max_queue_bytes,
-            policy=s.overflow,
-            block_timeout=s.block_timeout,
-            batch_size=s.batch_size,
-            counters=self._counters,
-            spill_wait=s.spill_wait,
-        )
-        self._queue.on_closed = self._on_closed_put
+        queue: EventQueue | None = getattr(self, "_queue", None)
+        if queue is None:
+            queue = self._queue = EventQueue(
+                max_events=s.max_queue_events,
+                max_bytes=s.max_queue_bytes,
+                policy=s.overflow,
+                block_timeout=s.block_timeout,
+                batch_size=s.batch_size,
+                counters=self._counters,
+                spill_wait=s.spill_wait,
+            )
+            queue.on_closed = self._on_closed_put
+            # the producer's hot path: one call (the queue's put), not Pipeline.enqueue ->
+            # put; valid for the pipeline's life, fork included (same queue object), so
+            # callers may keep the bound method (the hook's SinkHolder does)
+            self.enqueue = queue.put  # type: ignore[method-assign]
+        else:
+            queue.reset_after_fork(self._counters)
         self._builder = BatchBuilder(
             batch_size=s.batch_size,
             batch_bytes=s.batch_bytes,
@@ -203,7 +214,11 @@ class Pipeline:
     # ------------------------------------------------------------------ producer API
 
     def enqueue(self, item: Item) -> bool:
-        """Queue one item for delivery: O(1), no I/O, never raises. False: refused (counted)."""
+        """Queue one item for delivery: O(1), no I/O, never raises. False: refused (counted).
+
+        (Each instance replaces this method with its queue's bound ``put``, see
+        ``_new_state``; this definition documents the contract.)
+        """
         return self._queue.put(item)
 
     def enqueue_many(

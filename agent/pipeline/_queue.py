@@ -2,8 +2,8 @@
 
 The hot path (:meth:`EventQueue.put`) is a few attribute reads, one ``deque.append`` and,
 once per full batch, a wake-up of the worker. The queue is bounded by events *and* bytes:
-the worker measures what it takes out (msgpack size of every event, and the in-memory size
-of one event in 32, so "bytes" means memory held, not wire bytes) and keeps ``limit`` (the
+the worker measures what it takes out (msgpack size of one event in 16, and the in-memory size
+of one in 64, so "bytes" means memory held, not wire bytes) and keeps ``limit`` (the
 event count allowed) at ``min(max_events, max_bytes // mean event size)``, so the producer
 only compares ``len(deque)`` with one integer. Counting is free too: the number enqueued is
 what the worker took plus what is still queued.
@@ -420,8 +420,15 @@ class EventQueue:
         with self._space:
             self._space.notify_all()
 
-    def reset_after_fork(self) -> None:
-        """In a forked child: empty, unlocked, closed until the pipeline restarts."""
+    def reset_after_fork(self, counters: Counters | None = None) -> None:
+        """In a forked child: empty, unlocked, closed until the pipeline restarts (with
+        ``counters``, the child's fresh ones, when given). The object itself is kept: its
+        bound ``put`` may be held by producers (``Pipeline.enqueue`` is that method)."""
+        if counters is not None:
+            self.counters = counters
+        self.waits = 0
+        self.wait_max = 0.0
+        self.spill_backpressure = False  # set again by the child's worker
         self.dq = collections.deque()
         self._lock = threading.Lock()
         self._space = threading.Condition(self._lock)
