@@ -6,9 +6,9 @@ the reference SDK (``literalai.api.helpers.gql``) with ~1 KB steps, posts them o
 keep-alive connections, then checks the stored row count. Reported per batch size: steps/s
 stored, p50/p99 request latency, server and client CPU per step (both processes share the
 machine's cores), the server's CPU split by thread (event loop; busiest other thread, the
-SQLite writer; the rest, GraphQL worker threads), and the 1-minute load average at the start
-of each run (the machine may be shared: read the figures beside it); medians over several
-runs, each on a fresh database.
+SQLite writer; the rest, GraphQL worker threads and the SQLite checkpointer), and the
+1-minute load average at the start of each run (the machine may be shared: read the figures
+beside it); medians over several runs, each on a fresh database.
 
     python -m benchmarks collector_ingest [--runs 5] [--steps 100000] [--connections 4]
 """
@@ -145,7 +145,8 @@ def thread_cpu_seconds(pid: int) -> dict[int, float]:
 
 def thread_split(pid: int, before: dict[int, float], after: dict[int, float]) -> dict[str, float]:
     """Server CPU seconds by role: the event loop (main thread), the busiest other thread
-    (the SQLite writer under ingest load) and all the others (GraphQL worker threads)."""
+    (the SQLite writer under ingest load) and all the others (GraphQL worker threads, the
+    SQLite checkpointer)."""
     used = {tid: after[tid] - before.get(tid, 0.0) for tid in after}
     loop = used.pop(pid, 0.0)
     busiest = max(used.values(), default=0.0)
