@@ -242,12 +242,12 @@ def test_checkpointer_bounds_the_wal_under_continuous_writes(
     path = tmp_path / "ckpt" / "collector.db"
     storage = SQLiteStorage(path)
     payload = "x" * 1000
-    batches, size = 60, 500
+    batches, size = 100, 500
     done = threading.Event()
     seen: list[int] = []
 
     def reader() -> None:
-        while not done.is_set():
+        while not done.wait(0.001):
             seen.append(storage.list("step", ListQuery(first=0)).total)
 
     reading = threading.Thread(target=reader)
@@ -267,7 +267,9 @@ def test_checkpointer_bounds_the_wal_under_continuous_writes(
         reading.join(30)
         data_bytes = batches * size * len(payload)
         assert path.stat().st_size > data_bytes // 2  # copied into the database file
-        assert max(wal_sizes) < data_bytes // 3  # not one ever-growing WAL
+        # not one ever-growing WAL (~1.2 data_bytes): a cycle is ~1/20 of data_bytes, and a
+        # reader may make a restart wait a few cycles (up to ~2/5 seen on an overloaded box)
+        assert max(wal_sizes) < data_bytes // 2
         assert seen == sorted(seen)  # readers saw only whole commits, in order
         assert storage.list("step", ListQuery(first=0)).total == batches * size
     finally:
@@ -276,6 +278,6 @@ def test_checkpointer_bounds_the_wal_under_continuous_writes(
     reopened = SQLiteStorage(path)
     try:
         assert reopened.list("step", ListQuery(first=0)).total == batches * size
-        assert reopened.get("step", ["s-59-499"])["s-59-499"]["input"] == {"text": payload}
+        assert reopened.get("step", ["s-99-499"])["s-99-499"]["input"] == {"text": payload}
     finally:
         reopened.close()

@@ -87,6 +87,8 @@ CHECKPOINT_RECORDS = 10_000
 #: WAL pages beyond which the checkpointer waits for the writer (RESTART) so that the WAL
 #: starts over: passive checkpoints overlapped by commits every time would let it grow.
 MAX_WAL_PAGES = 65_536
+#: Checkpoint passes without the write lock before a last one with it (see _Checkpointer).
+CHECKPOINT_PASSES = 4
 #: Seconds after which records committed since the last checkpoint are checkpointed anyway.
 CHECKPOINT_IDLE_SECONDS = 1.0
 
@@ -179,11 +181,13 @@ class _Checkpointer:
     back into the database file with PASSIVE checkpoints, which block neither the writer
     nor readers (the SQLite calls run without the GIL). Once a checkpoint has copied the
     whole WAL, the next write transaction starts the WAL over, provided the copy ended while
-    no transaction was open. When commits went on during the first passes (or the WAL has
-    grown past ``4 * CHECKPOINT_RECORDS`` pages, a sign that it did not start over), a last
-    pass runs with the write lock held: it copies only the pages of the commits made since.
-    Should readers keep the WAL from being copied until it holds :data:`MAX_WAL_PAGES`
-    pages, a RESTART checkpoint waits for them.
+    no transaction was open. Passes without the lock copy the bulk, then what was committed
+    meanwhile, until one finds nothing new with no transaction running (a pass's result is
+    as of its start, so only such an instant pass tells that the WAL is copied whole);
+    failing that, after :data:`CHECKPOINT_PASSES` passes, a last one runs with the write
+    lock held, copying the pages of the few commits made since. Should readers keep the WAL
+    from being copied until it holds :data:`MAX_WAL_PAGES` pages, a RESTART checkpoint
+    waits for them.
     Durability is unchanged: a commit is in the WAL (``synchronous=NORMAL``) before its call
     returns, checkpointed or not.
     """
@@ -224,23 +228,26 @@ class _Checkpointer:
             self.checkpoint()
 
     def checkpoint(self) -> None:
-        """Copy the WAL into the database file, the last commits with the writer held off."""
+        """Copy the WAL into the database file, the last commits with the writer held off
+        unless a pass finds nothing new to copy while no transaction is open."""
         try:
-            for _ in range(2):  # the bulk, then what was committed meanwhile, without the lock
-                whole, wal_pages = self._passive()
-                if whole and not self._lock.locked() and wal_pages <= 4 * CHECKPOINT_RECORDS:
-                    return  # copied whole between two transactions (and the WAL restarts)
-            with self._lock:  # what was committed meanwhile (few pages), with no transaction
-                whole, wal_pages = self._passive()  # open: the next one restarts the WAL
-            if not whole and wal_pages > MAX_WAL_PAGES:  # readers kept it from being copied
+            previous = -1
+            for _ in range(CHECKPOINT_PASSES):  # without the lock: commits go on meanwhile
+                wal_pages, copied = self._passive()
+                if wal_pages == copied == previous and not self._lock.locked():
+                    return  # nothing committed since the last pass, none running: restarts
+                previous = copied
+            with self._lock:  # the rest (few pages), with no transaction open: the next
+                wal_pages, copied = self._passive()  # one finds the WAL copied, restarts it
+            if copied < wal_pages and wal_pages > MAX_WAL_PAGES:  # readers kept it
                 self._conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
         except sqlite3.Error as exc:  # retried at the next wake-up; commits are unaffected
             log.warning("sqlite checkpoint failed", error=str(exc))
 
-    def _passive(self) -> tuple[bool, int]:
-        """One PASSIVE checkpoint: whether it copied the whole WAL, and the WAL's pages."""
+    def _passive(self) -> tuple[int, int]:
+        """One PASSIVE checkpoint: the WAL's pages and how many of them are copied."""
         _, wal_pages, copied = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        return wal_pages <= copied, int(wal_pages)
+        return int(wal_pages), int(copied)
 
 
 @dataclass(slots=True)
