@@ -9,35 +9,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
+from test_daemon_protocol import frame, read_frame
 from test_pipeline import settings, stored, wait_for
 
 from agent.daemon._backend import PipelineBackend
-from agent.daemon._protocol import HEADER, MAGIC, Ack, decode_reply_msgpack
+from agent.daemon._protocol import MAGIC, Ack
 from agent.daemon._server import ServerSettings
 from agent.daemon._sockets import bind_unix
 from agent.daemon._thread import DaemonThread
 from agent.pipeline import DropReason, OverflowPolicy, Pipeline
 from agent.testing import CollectorThread
-
-
-def frame(payload: object) -> bytes:
-    body = msgspec.msgpack.encode(payload)
-    return HEADER.pack(len(body)) + body
-
-
-def read_frame(sock: socket.socket) -> object:
-    def exactly(n: int) -> bytes:
-        out = b""
-        while len(out) < n:
-            chunk = sock.recv(n - len(out))
-            assert chunk, "connection closed"
-            out += chunk
-        return out
-
-    (size,) = HEADER.unpack(exactly(4))
-    return decode_reply_msgpack(exactly(size))
 
 
 def serve(tmp_path: Path, pipeline: Pipeline, durability: str) -> Iterator[Path]:

@@ -333,6 +333,18 @@ def test_full_spool_drops_are_counted(tmp_path: Path) -> None:
     assert p.stats().spilled == 3000  # accepted by the spool, some later evicted at its cap
 
 
+def _parent_after_fork(
+    p: Pipeline, pid: int, produced: list[str], proxy: FaultProxy, collector: CollectorThread
+) -> None:
+    """The parent's side of a fork test: the child exited 0 (its own checks passed), the
+    parent's flush completes, and every id of either process was sent once and stored."""
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert p.flush(10).timed_out is False
+    assert ids_once(proxy.forwarded_ids(), produced) == []
+    assert stored(collector.data_dir, produced) == set(produced)
+
+
 def test_fork_mid_stream(
     tmp_path: Path, sqlite_collector: CollectorThread, proxy: FaultProxy
 ) -> None:
@@ -357,12 +369,7 @@ def test_fork_mid_stream(
     after = ids(500, "parent-")
     for i in after:
         p.enqueue({"id": i})
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    assert p.flush(10).timed_out is False
-    produced = before + after + child_ids
-    assert ids_once(proxy.forwarded_ids(), produced) == []
-    assert stored(sqlite_collector.data_dir, produced) == set(produced)
+    _parent_after_fork(p, pid, before + after + child_ids, proxy, sqlite_collector)
     p.shutdown(2)
 
 
@@ -400,12 +407,7 @@ def test_enqueue_held_across_fork_reaches_the_childs_worker(
     after = ids(200, "parent-")
     for i in after:
         holder.enqueue({"id": i})
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    assert p.flush(10).timed_out is False
-    produced = before + after + child_ids
-    assert ids_once(proxy.forwarded_ids(), produced) == []
-    assert stored(sqlite_collector.data_dir, produced) == set(produced)
+    _parent_after_fork(p, pid, before + after + child_ids, proxy, sqlite_collector)
     assert p.stats().sent == 400
     p.shutdown(2)
     assert not put({"id": "after-shutdown"})  # closed: refused and counted
