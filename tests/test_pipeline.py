@@ -501,12 +501,13 @@ def test_all_acknowledged_only_for_plain_all_ok_answers(
         return r.content
 
     ok = post({"id_0": str(uuid.uuid4()), "id_1": str(uuid.uuid4())}, 2)
-    assert all_acknowledged(ok)
+    assert all_acknowledged(ok, 2)
+    assert not all_acknowledged(ok, 3)  # an alias missing from the answer
     bad_first = post({"id_0": str(uuid.uuid4()), "type_0": "nope", "id_1": str(uuid.uuid4())}, 2)
     bad_later = post({"id_0": str(uuid.uuid4()), "id_1": str(uuid.uuid4()), "type_1": "nope"}, 2)
     missing = post({"id_0": str(uuid.uuid4())}, 2)  # a required variable absent: an error
     for content in (bad_first, bad_later, missing):
-        assert not all_acknowledged(content), content
+        assert not all_acknowledged(content, 2), content
     # spacing, other shapes, a truncated or non-object body: the full path decides
     for content in (
         b'{"data": {"step0": {"ok": true, "message": null}}}',
@@ -515,7 +516,7 @@ def test_all_acknowledged_only_for_plain_all_ok_answers(
         b'{"data":{"step0":{"ok":true,"message":null}',
         b"",
     ):
-        assert not all_acknowledged(content), content
+        assert not all_acknowledged(content, 1), content
 
 
 def test_refused_first_step_is_dead_lettered_rest_delivered(

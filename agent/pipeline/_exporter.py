@@ -122,7 +122,7 @@ class ApiExporter:
         except httpx.TransportError as exc:
             raise api._transport_error("send steps", exc) from exc
         content = response.content
-        if response.status_code < 400 and all_acknowledged(content):
+        if response.status_code < 400 and all_acknowledged(content, len(steps)):
             return
         api._result(self._operation, response.status_code, content, response.headers)
 
@@ -142,10 +142,11 @@ class ApiExporter:
 _ACK_HEAD = b'{"data":{"step0":{"ok":true'
 
 
-def all_acknowledged(content: bytes) -> bool:
-    """True when an ``AddStep`` answer is plainly "every alias ok": it opens with
-    ``{"data":{"step0":{"ok":true``, closes with ``}}}``, and has no ``false`` literal and
-    no ``"errors"`` key. Anything else (a refused step, an error, an odd shape or spacing)
+def all_acknowledged(content: bytes, n: int) -> bool:
+    """True when an ``AddStep`` answer for ``n`` steps is plainly "every alias ok": it opens
+    with ``{"data":{"step0":{"ok":true``, closes with ``}}}``, says ``"ok":true`` exactly
+    ``n`` times, and has no ``false`` literal and no ``"errors"`` key. Anything else (a
+    refused step, a missing alias, an error, an odd shape or spacing)
     is False and goes through the client's full decoding and checks; skipping them for
     the common answer saves decoding ~40 bytes and one dict per step.
     """
@@ -154,6 +155,7 @@ def all_acknowledged(content: bytes) -> bool:
         and content.endswith(b"}}}")  # closes the alias, "data" and the answer
         and b"false" not in content
         and b'"errors"' not in content
+        and content.count(b'"ok":true') == n  # no alias missing
     )
 
 
