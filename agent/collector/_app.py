@@ -23,7 +23,9 @@ everything a request needs is in the database they share.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import re
@@ -47,6 +49,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from agent.collector._fastpath import Submit
 from agent.collector._graphql import BadRequestError, GraphQLService
 from agent.collector._resolvers import RequestContext
 from agent.collector._storage import Record, Storage, Write
@@ -300,12 +303,46 @@ async def _answer_graphql(
     collector: Collector, body: bytes, ctx: RequestContext
 ) -> tuple[int, bytes]:
     try:
+        deferred = collector.graphql.handle_deferred(body, ctx)
+        if deferred is not None:
+            # The common send_steps batch: checked here, written by the storage's writer
+            # thread with no worker thread waiting for it (writes queued meanwhile commit
+            # together, in one transaction).
+            payload, submit = deferred
+            await _committed(submit)
+            return 200, payload
         payload = await anyio.to_thread.run_sync(
             collector.graphql.handle, body, ctx, limiter=collector.graphql_limiter()
         )
     except BadRequestError as exc:
         return 400, _encoder.encode({"message": str(exc), "errors": [{"message": str(exc)}]})
+    except Exception as exc:  # the storage failed (disk full, I/O error)
+        reason = f"{type(exc).__name__}: {exc}"
+        log.error("collector request failed", path="/api/graphql", error=reason)
+        message = f"The collector failed to answer ({reason}); the request can be retried"
+        return 500, _encoder.encode({"message": message, "errors": [{"message": message}]})
     return 200, payload
+
+
+async def _committed(submit: Submit) -> None:
+    """Queue a deferred write and wait for its commit (raising its error, if any)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[None] = loop.create_future()
+
+    def settle(error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+
+    def done(error: BaseException | None) -> None:  # in the writer thread
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+            loop.call_soon_threadsafe(settle, error)
+
+    submit(done)
+    await future
 
 
 class _GraphQLRoute:

@@ -33,7 +33,7 @@ from graphql import (
     coerce_input_value,
 )
 
-from agent.collector._ingest import COLUMN_ARGS, check_columns, ingest_batch
+from agent.collector._ingest import COLUMN_ARGS, StepColumns, check_columns, ingest_batch
 from agent.collector._resolvers import RequestContext
 from agent.collector._storage import JsonText, Record, Write
 from agent.collector._timefmt import now_iso
@@ -249,17 +249,13 @@ def _json_column(raws: list[Any], text_type: type[str]) -> list[Any]:
     return texts
 
 
-def _ingest_columns(
-    plan: Plan, variables: RawVariables, ctx: RequestContext
-) -> dict[str, Any] | None:
-    """The common ``send_steps`` batch, handled column-wise (one decoder call per value, no
+def _step_columns(
+    plan: Plan, variables: RawVariables, ctx: RequestContext, text_type: type[str]
+) -> StepColumns | None:
+    """The common ``send_steps`` batch, checked column-wise (one decoder call per value, no
     per-step Python); ``None`` when the batch needs the per-step path (nested objects, a
-    value of the wrong type, an invalid step)."""
+    value of the wrong type, an invalid step). JSON columns hold ``text_type`` text."""
     get: Callable[..., Any] = variables.get  # keys may be None (argument not passed)
-    # A storage with ``write_columns`` (SQLite) takes the columns as they are, JSON as plain
-    # text; any other gets step records, JSON as JsonText.
-    write_columns = getattr(ctx.storage, "write_columns", None)
-    text_type = JsonText if write_columns is None else str
     columns: list[list[Any]] = []
     try:
         for arg in _NESTED_ARGS:
@@ -278,7 +274,17 @@ def _ingest_columns(
                 columns.append(_json_column(raws, text_type))
     except msgspec.DecodeError:
         return None
-    checked = check_columns(columns, ctx.environment)
+    return check_columns(columns, ctx.environment)
+
+
+def _ingest_columns(
+    plan: Plan, variables: RawVariables, ctx: RequestContext
+) -> dict[str, Any] | None:
+    """The common ``send_steps`` batch written column-wise (see :func:`_step_columns`)."""
+    # A storage with ``write_columns`` (SQLite) takes the columns as they are, JSON as plain
+    # text; any other gets step records, JSON as JsonText.
+    write_columns = getattr(ctx.storage, "write_columns", None)
+    checked = _step_columns(plan, variables, ctx, JsonText if write_columns is None else str)
     if checked is None:
         return None
     if write_columns is not None:
@@ -286,6 +292,34 @@ def _ingest_columns(
     else:
         ctx.storage.write(checked.batch().writes())
     return {"data": dict(plan.all_ok)}
+
+
+#: Starts a deferred write; the callback gets ``None`` once it is committed, else the error.
+Submit = Callable[[Callable[[BaseException | None], None]], None]
+
+
+def defer_plan(
+    plan: Plan, variables: RawVariables, ctx: RequestContext
+) -> tuple[dict[str, Any], Submit] | None:
+    """For a caller that must not block: the answer of a planned ``send_steps`` batch whose
+    steps all pass, and the function that queues its write (the answer holds once the write
+    is committed). ``None`` when the request needs :func:`run_plan` (on a thread): another
+    shape, a step that fails a check, or a storage without ``submit_columns``."""
+    submit_columns = getattr(ctx.storage, "submit_columns", None)
+    if submit_columns is None or not plan.columns:
+        return None
+    required: list[Any] = list(map(variables.get, plan.required))
+    if None in required or _NULL in map(bytes, required):
+        return None
+    checked = _step_columns(plan, variables, ctx, str)
+    if checked is None:
+        return None
+    writes, columns = [checked.thread_write()], checked.by_key()
+
+    def submit(callback: Callable[[BaseException | None], None]) -> None:
+        submit_columns(writes, "step", columns, callback)
+
+    return {"data": dict(plan.all_ok)}, submit
 
 
 def run_plan(plan: Plan, variables: RawVariables, ctx: RequestContext) -> dict[str, Any] | None:

@@ -38,7 +38,15 @@ from graphql import (
 )
 from graphql.language import ValueNode
 
-from agent.collector._fastpath import Plan, RawVariables, decode_variables, make_plan, run_plan
+from agent.collector._fastpath import (
+    Plan,
+    RawVariables,
+    Submit,
+    decode_variables,
+    defer_plan,
+    make_plan,
+    run_plan,
+)
 from agent.collector._resolvers import RequestContext, bind
 from agent.collector._schema import SDL
 from agent.collector._storage import Storage
@@ -258,6 +266,28 @@ class GraphQLService:
         return _encoder.encode(
             self._execute(prepared, request.variables or {}, ctx, request.operationName)
         )
+
+    def handle_deferred(self, body: bytes, ctx: RequestContext) -> tuple[bytes, Submit] | None:
+        """For the event loop, which must not block: the answer to a ``send_steps`` batch
+        whose document is already prepared and whose steps all pass, with the function that
+        queues its write (answer only once that write is committed). ``None``: answer with
+        :meth:`handle` on a thread (any other request, a document seen for the first time, a
+        step that fails a check, a storage that cannot queue writes).
+        """
+        if not self.fast_paths:
+            return None
+        try:
+            request = _request_decoder.decode(body)
+        except msgspec.DecodeError:
+            return None  # handle() produces the message
+        prepared = self._cache.get(bytes(request.query))
+        if prepared is None or prepared.plan is None or request.variables is None:
+            return None
+        deferred = defer_plan(prepared.plan, request.variables, ctx)
+        if deferred is None:
+            return None
+        answer, submit = deferred
+        return _encoder.encode(answer), submit
 
     def run(
         self,

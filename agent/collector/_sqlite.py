@@ -259,6 +259,13 @@ class _Job:
     done: threading.Event = field(default_factory=threading.Event)
     result: Any = None
     error: BaseException | None = None
+    #: Called by the writer once the job's transaction ended (:meth:`submit_columns`).
+    callback: Callable[[BaseException | None], None] | None = None
+
+    def finish(self) -> None:
+        self.done.set()
+        if self.callback is not None:
+            self.callback(self.error)
 
 
 class SQLiteStorage:
@@ -405,6 +412,32 @@ class SQLiteStorage:
         per record (all the same length; a missing key is ``None`` for every record), and a
         JSON-typed column holds JSON *text* (``str``) or ``None``, never decoded values.
         """
+        prepared, weight = self._column_statements(writes, kind, columns)
+        if prepared:
+            self._submit(_applier(prepared), weight)
+
+    def submit_columns(
+        self,
+        writes: Sequence[Write],
+        kind: Kind,
+        columns: Mapping[str, Sequence[Any]],
+        callback: Callable[[BaseException | None], None],
+    ) -> None:
+        """:meth:`write_columns` without waiting: the statements are built in the calling
+        thread and queued for the writer, which calls ``callback(error)`` (``None`` once
+        committed) from its own thread when the transaction ends.
+
+        For a caller that must not block (the collector's event loop): writes queued by many
+        such calls while a transaction runs are committed together in the next one.
+        """
+        if self._closed:
+            raise StorageError("storage is closed")
+        prepared, weight = self._column_statements(writes, kind, columns)
+        self._jobs.put(_Job(_applier(prepared), weight, callback=callback))
+
+    def _column_statements(
+        self, writes: Sequence[Write], kind: Kind, columns: Mapping[str, Sequence[Any]]
+    ) -> tuple[builtins.list[_Statement], int]:
         table = self._tables[kind]
         now = now_iso()
         prepared, weight = self._prepare(writes, now)
@@ -425,8 +458,7 @@ class SQLiteStorage:
         for start, rows in _chunk_sizes(count, table.max_rows):
             params = flat[start * width : (start + rows) * width]
             prepared.append((table.statement("merge", rows, subset), params, False))
-        if prepared:
-            self._submit(_applier(prepared), weight + count)
+        return prepared, weight + count
 
     def _prepare(self, writes: Sequence[Write], now: str) -> tuple[builtins.list[_Statement], int]:
         """The statements of ``writes`` in order, and their record count."""
@@ -533,7 +565,7 @@ class SQLiteStorage:
             with self._conn_lock:
                 self._run_group(jobs)
             for job in jobs:
-                job.done.set()
+                job.finish()
         while True:  # calls that raced with close(): fail them instead of hanging
             try:
                 late = self._jobs.get_nowait()
@@ -541,7 +573,7 @@ class SQLiteStorage:
                 break
             if late is not None:
                 late.error = StorageError("storage is closed")
-                late.done.set()
+                late.finish()
 
     def _run_group(self, jobs: builtins.list[_Job]) -> None:
         """Run ``jobs`` in one transaction (the caller holds ``_conn_lock``).
