@@ -182,8 +182,13 @@ async def _serve(server: Any, sock: socket.socket) -> None:
     await server.serve(sockets=[sock])
 
 
-def _tune_gc() -> None:
-    """Service-process GC settings: ingest allocates many short-lived dicts (no cycles).
+#: Seconds a thread may hold the GIL while another waits for it (Python's default: 0.005).
+SWITCH_INTERVAL = 0.0005
+
+
+def _tune_interpreter() -> None:
+    """Service-process GC and GIL settings: ingest allocates many short-lived dicts (no
+    cycles), and the writer thread hands the GIL back and forth with the event loop.
 
     The start-up objects (schema, modules) are frozen out of the collected generations and
     young collections run less often, which keeps full collections rare under load.
@@ -191,6 +196,11 @@ def _tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
+    # A thread waiting for the GIL gets it when the holder blocks or after this interval.
+    # The SQLite writer releases the GIL around every statement it steps and needs it back
+    # to go on, while the event loop checks the next batch: at the default 5 ms, the writer
+    # mostly waits for the switch (measured at batch 500: ~52k -> ~59-67k steps/s at 0.5 ms).
+    sys.setswitchinterval(SWITCH_INTERVAL)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -225,7 +235,7 @@ def run(args: argparse.Namespace) -> int:
         max_body_bytes=settings.max_body_bytes,
         upload_dir=settings.data_dir / UPLOAD_DIR,
     )
-    _tune_gc()
+    _tune_interpreter()
     line = READY_LINE.format(url=f"http://{shown}:{port}", key_file=key_file)
 
     def ready() -> None:
