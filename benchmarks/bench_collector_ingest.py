@@ -10,7 +10,7 @@ SQLite writer; the rest, GraphQL worker threads and the SQLite checkpointer), an
 1-minute load average at the start of each run (the machine may be shared: read the figures
 beside it); medians over several runs, each on a fresh database.
 
-    python -m benchmarks collector_ingest [--runs 5] [--steps 100000] [--connections 4]
+    python -m benchmarks collector_ingest [--runs 5] [--steps 100000] [--connections 4,16]
 """
 
 from __future__ import annotations
@@ -217,14 +217,28 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks collector_ingest")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--steps", type=int, default=100_000, help="steps per run")
-    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument(
+        "--connections",
+        default="4,16",
+        help="client connections, comma-separated: 4 is one agent with a few batches in "
+        "flight, 16 several agents sharing the collector",
+    )
     parser.add_argument("--batches", default="100,500")
     args = parser.parse_args(argv)
-    rows = []
+    configs = [
+        (int(c), int(b)) for c in args.connections.split(",") for b in args.batches.split(",")
+    ]
     load_before = os.getloadavg()
-    for batch in (int(b) for b in args.batches.split(",")):
-        runs = [run_once(batch, args.steps, args.connections) for _ in range(args.runs)]
+    # Interleaved (run 1 of every configuration, then run 2, ...) so that a drift in the
+    # machine's speed does not favour one configuration.
+    results: dict[tuple[int, int], list[dict[str, float]]] = {config: [] for config in configs}
+    for _ in range(args.runs):
+        for connections, batch in configs:
+            results[(connections, batch)].append(run_once(batch, args.steps, connections))
+    rows = []
+    for (connections, batch), runs in results.items():
         row = {
+            "connections": connections,
             "batch": batch,
             "runs": args.runs,
             "steps_per_run": (args.steps // batch) * batch,
@@ -234,8 +248,8 @@ def main(argv: list[str]) -> int:
         }
         rows.append(row)
         print(
-            f"batch {batch:>4}: {row['steps_per_s']:>9,.0f} steps/s  "
-            f"p50 {row['p50_ms']:7.1f} ms  p99 {row['p99_ms']:7.1f} ms  "
+            f"{connections:>2} connections, batch {batch:>4}: {row['steps_per_s']:>9,.0f} steps/s"
+            f"  p50 {row['p50_ms']:7.1f} ms  p99 {row['p99_ms']:7.1f} ms  "
             f"server CPU {row['server_cpu_us_per_step']:5.1f} us/step "
             f"(event loop {row['server_event_loop_cpu_us_per_step']:.1f}, busiest thread "
             f"{row['server_busiest_thread_cpu_us_per_step']:.1f}, others "
@@ -246,16 +260,17 @@ def main(argv: list[str]) -> int:
         )
     print()
     print(
-        "| batch | steps/s (median) | p50 latency | p99 latency | server CPU/step "
-        "| client CPU/step | load (1 min) | KB/step |"
+        "| connections | batch | steps/s (median) | runs | p50 latency | p99 latency "
+        "| server CPU/step | client CPU/step | load (1 min) | KB/step |"
     )
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for row in rows:
+        runs_text = " / ".join(f"{v / 1000:.1f}k" for v in row["all_steps_per_s"])
         print(
-            f"| {row['batch']} | {row['steps_per_s']:,.0f} | {row['p50_ms']:.1f} ms "
-            f"| {row['p99_ms']:.1f} ms | {row['server_cpu_us_per_step']:.1f} us "
-            f"| {row['client_cpu_us_per_step']:.1f} us | {row['loadavg_1m_at_start']:.2f} "
-            f"| {row['kb_per_step']:.2f} |"
+            f"| {row['connections']} | {row['batch']} | {row['steps_per_s']:,.0f} | {runs_text} "
+            f"| {row['p50_ms']:.1f} ms | {row['p99_ms']:.1f} ms "
+            f"| {row['server_cpu_us_per_step']:.1f} us | {row['client_cpu_us_per_step']:.1f} us "
+            f"| {row['loadavg_1m_at_start']:.2f} | {row['kb_per_step']:.2f} |"
         )
     paths = in_process_paths(100, 20)
     print(
@@ -270,7 +285,6 @@ def main(argv: list[str]) -> int:
             "python": platform.python_version(),
             "loadavg_1m_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         },
-        "connections": args.connections,
         "rows": rows,
         "in_process_batch100_steps_per_s": {k: round(v) for k, v in paths.items()},
     }
