@@ -274,8 +274,8 @@ class GraphQLService:
         :meth:`handle` on a thread (any other request, a document seen for the first time, a
         step that fails a check, a storage that cannot queue writes).
         """
-        if not self.fast_paths:
-            return None
+        if not self.fast_paths or not hasattr(ctx.storage, "submit_columns"):
+            return None  # checked first: decoding the body here would be wasted
         try:
             request = _request_decoder.decode(body)
         except msgspec.DecodeError:
