@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
+import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -304,6 +307,44 @@ def test_upload_tokens_are_signed_and_expire(tmp_path: Path) -> None:
         )
         assert replica.check_upload(token) == pending
     finally:
+        storage.close()
+
+
+def test_use_marks_of_expired_upload_tokens_are_deleted(tmp_path: Path) -> None:
+    """Claiming a token stores a use mark; marks of tokens expired for longer than the grace
+    are deleted by a later claim, the others are kept and still refuse a second use."""
+    storage = open_sqlite(tmp_path)
+    db = sqlite3.connect(tmp_path / "collector.db")
+
+    def marks() -> int:
+        query = "SELECT COUNT(*) FROM meta WHERE key LIKE 'upload-used:%'"
+        return int(db.execute(query).fetchone()[0])
+
+    try:
+        app = Collector(
+            storage,
+            api_keys=["k"],
+            max_body_bytes=1000,
+            upload_dir=tmp_path / "uploads",
+            public_url=None,
+        )
+        app._claims_purged_at = time.time()  # as if a purge just ran
+        for i in range(3):  # tokens that expired hours ago, claimed back then
+            pending = app.check_upload(app.new_upload(f"p/o/{i}.txt", "text/plain"))
+            app.claim_upload(dataclasses.replace(pending, expires=pending.expires - 36_000))
+        first = app.check_upload(app.new_upload("p/o/first.txt", "text/plain"))
+        app.claim_upload(first)
+        assert marks() == 4
+        app._claims_purged_at -= 3600  # the purge interval has passed
+        second = app.check_upload(app.new_upload("p/o/second.txt", "text/plain"))
+        app.claim_upload(second)
+        assert marks() == 2  # the three expired ones went
+        for pending in (first, second):
+            with pytest.raises(HTTPError):
+                app.claim_upload(pending)  # still single-use
+        assert app.purge_claims(time.time()) == 0
+    finally:
+        db.close()
         storage.close()
 
 

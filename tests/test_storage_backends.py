@@ -97,6 +97,18 @@ def test_project_and_settings_are_stable_across_reopen(opener: Opener) -> None:
     assert second.setting("secret", "c") == "a"
 
 
+def test_delete_settings_by_key_range(storage: Storage) -> None:
+    """Only the keys in [low, high) go; the others stay (and a re-set key starts afresh)."""
+    for key in ("mark:001:x", "mark:002:y", "mark:003:z", "marl", "secret"):
+        storage.setting(key, key.upper())
+    assert storage.delete_settings("mark:", "mark:003") == 2
+    assert storage.delete_settings("mark:", "mark:003") == 0
+    assert storage.setting("mark:003:z", "new") == "MARK:003:Z"
+    assert storage.setting("marl", "new") == "MARL"
+    assert storage.setting("secret", "new") == "SECRET"
+    assert storage.setting("mark:001:x", "new") == "new"
+
+
 # -- write modes ------------------------------------------------------------------------------
 
 

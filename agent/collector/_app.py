@@ -60,6 +60,11 @@ log = structlog.get_logger(__name__)
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 #: How long a one-time upload URL stays valid (seconds).
 UPLOAD_TOKEN_TTL = 600.0
+#: Seconds between two deletions of the use marks of expired upload tokens (per process).
+CLAIM_PURGE_INTERVAL = 60.0
+#: Seconds a use mark is kept after its token expired.
+CLAIM_GRACE = 300.0
+_CLAIM_PREFIX = "upload-used:"
 #: GraphQL requests executed at once (each in a worker thread; CPU-bound, GIL-bound).
 GRAPHQL_THREADS = 4
 #: Longest accepted ``x-env`` header value.
@@ -122,6 +127,7 @@ class Collector:
         self.upload_dir = upload_dir
         self.public_url = public_url.rstrip("/") if public_url else None
         self._secret = storage.setting("file_signing_secret", secrets.token_hex(32)).encode()
+        self._claims_purged_at = 0.0
         # a key of its own for upload tokens, derived from the shared secret
         self._upload_key = hmac.new(self._secret, b"upload-token", hashlib.sha256).digest()
         self._graphql_limiter: anyio.CapacityLimiter | None = None
@@ -244,10 +250,26 @@ class Collector:
         return _PendingUpload(str(object_key), str(mime), float(expires), str(nonce))
 
     def claim_upload(self, pending: _PendingUpload) -> None:
-        """Mark the token used (atomically, in the shared storage); 404 if it already was."""
+        """Mark the token used (atomically, in the shared storage); 404 if it already was.
+
+        The mark's key starts with the token's expiry, so that marks of expired tokens
+        (which :meth:`check_upload` refuses anyway) can be deleted by key range: at most
+        once per :data:`CLAIM_PURGE_INTERVAL` per process, and only marks expired for longer
+        than :data:`CLAIM_GRACE` (clocks of replicas may differ a little).
+        """
         claim = secrets.token_hex(8)
-        if self.storage.setting(f"upload-used:{pending.nonce}", claim) != claim:
+        key = f"{_CLAIM_PREFIX}{int(pending.expires):012d}:{pending.nonce}"
+        if self.storage.setting(key, claim) != claim:
             raise HTTPError(404, "Unknown or expired upload URL")
+        now = time.time()
+        if now - self._claims_purged_at >= CLAIM_PURGE_INTERVAL:
+            self._claims_purged_at = now
+            self.purge_claims(now)
+
+    def purge_claims(self, now: float) -> int:
+        """Delete the use marks of tokens expired before ``now - CLAIM_GRACE``."""
+        high = f"{_CLAIM_PREFIX}{int(now - CLAIM_GRACE):012d}"
+        return self.storage.delete_settings(_CLAIM_PREFIX, high)
 
 
 def _segment(value: Any, what: str) -> str:

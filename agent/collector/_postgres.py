@@ -234,6 +234,10 @@ class PostgresStorage:
         assert row is not None
         return str(row[0])
 
+    def delete_settings(self, low: str, high: str) -> int:
+        sql = "DELETE FROM meta WHERE key >= %s AND key < %s"
+        return int(self._run(lambda conn: conn.execute(sql, (low, high)).rowcount))
+
     def get(self, kind: Kind, ids: Sequence[str]) -> dict[str, Record]:
         table = self._tables[kind]
         unique = [as_text(i) for i in dict.fromkeys(ids)]

@@ -306,6 +306,12 @@ class SQLiteStorage:
 
         return str(self._submit(get_or_set, 1))
 
+    def delete_settings(self, low: str, high: str) -> int:
+        def delete(conn: sqlite3.Connection) -> int:
+            return conn.execute("DELETE FROM meta WHERE key >= ? AND key < ?", (low, high)).rowcount
+
+        return int(self._submit(delete, 1))
+
     def get(self, kind: Kind, ids: Sequence[str]) -> dict[str, Record]:
         table = self._tables[kind]
         conn = self._reader()

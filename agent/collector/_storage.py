@@ -125,6 +125,10 @@ class Storage(Protocol):
         """Return the stored setting ``key``; store and return ``default`` when absent."""
         ...
 
+    def delete_settings(self, low: str, high: str) -> int:
+        """Delete the settings whose key ``k`` has ``low <= k < high``; return how many."""
+        ...
+
     def get(self, kind: Kind, ids: Sequence[str]) -> dict[str, Record]:
         """Return the records with these ids (missing ids are simply absent)."""
         ...
