@@ -170,7 +170,8 @@ def serve(mode: str, path: str, spool_dir: str, ready: Any, stop: Any, out: Any)
 
     asyncio.run(main())
     stats = pipeline.stats().as_dict()
-    out.put({"daemon": server.stats(), "pipeline": {k: stats[k] for k in ("enqueued", "spilled")}})
+    keys = ("enqueued", "spilled", "sent", "queue_depth", "batches")
+    out.put({"daemon": server.stats(), "pipeline": {k: stats[k] for k in keys}})
     out.close()
     out.join_thread()
     os._exit(0)  # the queue may hold millions of events: skip the orderly teardown
