@@ -172,3 +172,23 @@ def test_which_requests_are_deferred(tmp_path: Path) -> None:
         assert "closed" in str(exc)
     else:
         raise AssertionError("submit_columns on a closed storage must raise StorageError")
+
+
+def test_a_failing_callback_does_not_stop_the_writer(tmp_path: Path) -> None:
+    """A callback that raises is logged; the writer goes on committing later writes."""
+    from agent.collector._sqlite import open_sqlite
+
+    storage = open_sqlite(tmp_path)
+    try:
+
+        def bad(error: BaseException | None) -> None:
+            raise RuntimeError("callback bug")
+
+        columns = {"id": ["s-1"], "name": ["one"]}
+        storage.submit_columns([], "step", columns, bad)
+        done = threading.Event()
+        storage.submit_columns([], "step", {"id": ["s-2"], "name": ["two"]}, lambda e: done.set())
+        assert done.wait(10)
+        assert set(storage.get("step", ["s-1", "s-2"])) == {"s-1", "s-2"}
+    finally:
+        storage.close()

@@ -265,7 +265,10 @@ class _Job:
     def finish(self) -> None:
         self.done.set()
         if self.callback is not None:
-            self.callback(self.error)
+            try:
+                self.callback(self.error)
+            except Exception as exc:  # never let a caller's callback stop the writer thread
+                log.error("sqlite write callback failed", error=repr(exc))
 
 
 class SQLiteStorage:
