@@ -7,8 +7,9 @@ keep-alive connections, then checks the stored row count. Reported per batch siz
 stored, p50/p99 request latency, server and client CPU per step (both processes share the
 machine's cores), the server's CPU split by thread (event loop; busiest other thread, the
 SQLite writer; the rest, GraphQL worker threads and the SQLite checkpointer), and the
-1-minute load average at the start of each run (the machine may be shared: read the figures
-beside it); medians over several runs, each on a fresh database.
+1-minute load average and the machine's speed (``benchmarks._machine``: a Python loop and
+10,000 SQLite inserts, timed) at the start of each run (the machine may be shared: read the
+figures beside them); medians over several runs, each on a fresh database.
 
     python -m benchmarks collector_ingest [--runs 5] [--steps 100000] [--connections 4,16]
 """
@@ -19,7 +20,6 @@ import argparse
 import http.client
 import json
 import os
-import platform
 import statistics
 import tempfile
 import threading
@@ -31,6 +31,7 @@ from typing import Any
 from literalai.api.helpers.gql import steps_query_builder, steps_variables_builder
 
 from agent.testing import CollectorProcess
+from benchmarks._machine import cpu_speed, describe, sqlite_speed
 
 RESULTS = Path(__file__).parent / "results" / "collector_ingest.json"
 API_KEY = "bench-key"
@@ -161,6 +162,7 @@ def percentile(values: list[float], q: float) -> float:
 def run_once(batch: int, total: int, connections: int) -> dict[str, float]:
     bodies = build_bodies(batch, total)
     load = os.getloadavg()[0]
+    speed, disk_speed = cpu_speed(1), sqlite_speed()
     with (
         tempfile.TemporaryDirectory(prefix="bench-collector-") as tmp,
         CollectorProcess(Path(tmp), api_key=API_KEY) as proc,
@@ -188,6 +190,8 @@ def run_once(batch: int, total: int, connections: int) -> dict[str, float]:
         **{f"server_{role}_cpu_us_per_step": cpu / stored * 1e6 for role, cpu in split.items()},
         "client_cpu_us_per_step": client_cpu / stored * 1e6,
         "loadavg_1m_at_start": load,
+        "cpu_speed_s_at_start": speed,
+        "sqlite_speed_s_at_start": disk_speed,
     }
 
 
@@ -245,6 +249,8 @@ def main(argv: list[str]) -> int:
             **{k: statistics.median(r[k] for r in runs) for k in runs[0]},
             "all_steps_per_s": [round(r["steps_per_s"]) for r in runs],
             "all_loadavg_1m_at_start": [round(r["loadavg_1m_at_start"], 2) for r in runs],
+            "all_cpu_speed_s_at_start": [r["cpu_speed_s_at_start"] for r in runs],
+            "all_sqlite_speed_s_at_start": [r["sqlite_speed_s_at_start"] for r in runs],
         }
         rows.append(row)
         print(
@@ -255,22 +261,26 @@ def main(argv: list[str]) -> int:
             f"{row['server_busiest_thread_cpu_us_per_step']:.1f}, others "
             f"{row['server_others_cpu_us_per_step']:.1f})  "
             f"client CPU {row['client_cpu_us_per_step']:5.1f} us/step  "
-            f"(runs: {row['all_steps_per_s']}, load at start: {row['all_loadavg_1m_at_start']})",
+            f"(runs: {row['all_steps_per_s']}, load at start: {row['all_loadavg_1m_at_start']}, "
+            f"speed at start: CPU {row['all_cpu_speed_s_at_start']} s, "
+            f"SQLite {row['all_sqlite_speed_s_at_start']} s)",
             flush=True,
         )
     print()
     print(
         "| connections | batch | steps/s (median) | runs | p50 latency | p99 latency "
-        "| server CPU/step | client CPU/step | load (1 min) | KB/step |"
+        "| server CPU/step | client CPU/step | load (1 min) | CPU / SQLite speed | KB/step |"
     )
-    print("| ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for row in rows:
         runs_text = " / ".join(f"{v / 1000:.1f}k" for v in row["all_steps_per_s"])
         print(
             f"| {row['connections']} | {row['batch']} | {row['steps_per_s']:,.0f} | {runs_text} "
             f"| {row['p50_ms']:.1f} ms | {row['p99_ms']:.1f} ms "
             f"| {row['server_cpu_us_per_step']:.1f} us | {row['client_cpu_us_per_step']:.1f} us "
-            f"| {row['loadavg_1m_at_start']:.2f} | {row['kb_per_step']:.2f} |"
+            f"| {row['loadavg_1m_at_start']:.2f} "
+            f"| {row['cpu_speed_s_at_start']:.2f} / {row['sqlite_speed_s_at_start']:.2f} s "
+            f"| {row['kb_per_step']:.2f} |"
         )
     paths = in_process_paths(100, 20)
     print(
@@ -281,8 +291,7 @@ def main(argv: list[str]) -> int:
     result = {
         "benchmark": "collector_ingest",
         "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
+            **describe(),
             "loadavg_1m_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         },
         "rows": rows,

@@ -34,7 +34,6 @@ import asyncio
 import json
 import multiprocessing as mp
 import os
-import platform
 import socket
 import statistics
 import sys
@@ -47,6 +46,7 @@ from typing import Any, Literal
 import msgspec
 
 from agent.daemon._protocol import HEADER, MAGIC, Ack, Batch, StepEvent, encode_frame
+from benchmarks._machine import describe
 
 RESULTS = Path(__file__).parent / "results" / "daemon.json"
 MODES = ("raw", "decode", "discard", "intake", "memory", "disk")
@@ -303,6 +303,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     modes = [m for m in args.modes.split(",") if m]
 
+    machine_at_start = describe()
     events = make_events(args.batch)
     frame = encode_frame(Batch(events=events, seq=1, ack=True))
     event_bytes = (len(frame) - 4) / args.batch
@@ -353,12 +354,7 @@ def main(argv: list[str]) -> int:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         payload = {
             "benchmark": "daemon",
-            "machine": {
-                "cpus": os.cpu_count(),
-                "python": sys.version.split()[0],
-                "platform": platform.platform(),
-                "load_average_1m": os.getloadavg()[0],
-            },
+            "machine": {"at_start": machine_at_start, "at_end": describe()},
             "params": {k: v for k, v in vars(args).items() if k != "no_save"},
             "event_bytes": event_bytes,
             "median": summary,

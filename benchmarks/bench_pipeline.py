@@ -35,6 +35,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks._machine import describe
+
 RESULTS = Path(__file__).parent / "results" / "pipeline.json"
 PAYLOAD = "lorem ipsum dolor sit amet " * 30  # ~800 chars -> ~1 KB step dicts
 
@@ -476,6 +478,7 @@ def main(argv: list[str]) -> int:
     from agent.testing import CollectorProcess
 
     # SIGTERM (timeout, kill) must still stop the sink and collector processes
+    machine_at_start = describe()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sink = CountingSink()
     tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
@@ -557,11 +560,7 @@ def main(argv: list[str]) -> int:
         "outage_nothing_dropped": not sum(outage["dropped"].values()),
     }
     result = {
-        "machine": {
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-        },
+        "machine": {"at_start": machine_at_start, "at_end": describe()},
         "runs": args.runs,
         "load_average_at_end": os.getloadavg(),
         "tuned_settings": TUNED,
