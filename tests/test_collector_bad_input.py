@@ -270,17 +270,22 @@ def test_upload_form_key_is_ignored_and_token_single_use(collector: CollectorThr
     assert httpx.post(url, files=files).status_code == 404
 
 
+def _upload_app(storage: Any, tmp_path: Path) -> Collector:
+    """The collector's shared state over ``storage``, uploads under ``tmp_path``."""
+    return Collector(
+        storage,
+        api_keys=["k"],
+        max_body_bytes=1000,
+        upload_dir=tmp_path / "uploads",
+        public_url=None,
+    )
+
+
 def test_upload_tokens_are_signed_and_expire(tmp_path: Path) -> None:
     """A forged, truncated or expired upload token is 404; a valid one is claimed once."""
     storage = open_sqlite(tmp_path)
     try:
-        app = Collector(
-            storage,
-            api_keys=["k"],
-            max_body_bytes=1000,
-            upload_dir=tmp_path / "uploads",
-            public_url=None,
-        )
+        app = _upload_app(storage, tmp_path)
         token = app.new_upload("p/none/a.txt", "text/plain")
         payload, _, signature = token.partition(".")
         other = app.new_upload("p/none/b.txt", "text/plain").partition(".")[2]
@@ -321,13 +326,7 @@ def test_use_marks_of_expired_upload_tokens_are_deleted(tmp_path: Path) -> None:
         return int(db.execute(query).fetchone()[0])
 
     try:
-        app = Collector(
-            storage,
-            api_keys=["k"],
-            max_body_bytes=1000,
-            upload_dir=tmp_path / "uploads",
-            public_url=None,
-        )
+        app = _upload_app(storage, tmp_path)
         app._claims_purged_at = time.time()  # as if a purge just ran
         for i in range(3):  # tokens that expired hours ago, claimed back then
             pending = app.check_upload(app.new_upload(f"p/o/{i}.txt", "text/plain"))
