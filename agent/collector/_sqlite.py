@@ -13,7 +13,9 @@ writer releases and re-takes the GIL around each statement it steps, so not one 
 chunks of 256 rows then one of the remaining multiple of 4, then 2 and 1 rows, so that the
 statement texts stay few enough to stay prepared.
 :meth:`SQLiteStorage.write_columns` (not part of the storage interface) takes the plain
-steps of an ingest batch column-wise, without one dict per step.
+steps of an ingest batch column-wise, without one dict per step;
+:meth:`SQLiteStorage.submit_columns` queues the same write without waiting and calls back once
+it is committed (for the collector's event loop, which must not block).
 """
 
 from __future__ import annotations
