@@ -298,6 +298,13 @@ def _ingest_columns(
 Submit = Callable[[Callable[[BaseException | None], None]], None]
 
 
+def _required_present(plan: Plan, variables: RawVariables) -> bool:
+    """Whether every variable declared non-null is given and not ``null`` (else graphql-core
+    answers, with its message)."""
+    required: list[Any] = list(map(variables.get, plan.required))
+    return None not in required and _NULL not in map(bytes, required)
+
+
 def defer_plan(
     plan: Plan, variables: RawVariables, ctx: RequestContext
 ) -> tuple[dict[str, Any], Submit] | None:
@@ -308,8 +315,7 @@ def defer_plan(
     submit_columns = getattr(ctx.storage, "submit_columns", None)
     if submit_columns is None or not plan.columns:
         return None
-    required: list[Any] = list(map(variables.get, plan.required))
-    if None in required or _NULL in map(bytes, required):
+    if not _required_present(plan, variables):
         return None
     checked = _step_columns(plan, variables, ctx, str)
     if checked is None:
@@ -324,8 +330,7 @@ def defer_plan(
 
 def run_plan(plan: Plan, variables: RawVariables, ctx: RequestContext) -> dict[str, Any] | None:
     """Answer a planned request, or ``None`` to let graphql-core answer it."""
-    required: list[Any] = list(map(variables.get, plan.required))
-    if None in required or _NULL in map(bytes, required):
+    if not _required_present(plan, variables):
         return None
     if plan.columns:
         answer = _ingest_columns(plan, variables, ctx)
