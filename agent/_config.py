@@ -490,6 +490,9 @@ class CollectorConfig(msgspec.Struct, **_STRUCT):
     """``None`` = SQLite file in ``data_dir``; its password is masked in ``repr``."""
     database_pool_size: int = 10
     """PostgreSQL: most connections one collector process opens (a pool; unused on SQLite)."""
+    ingest_journal: bool = True
+    """SQLite: answer a checked ``send_steps`` batch once it is appended to the ingest journal
+    (``<database>-ingest``), committing to SQLite afterwards in large groups."""
 
     def __post_init__(self) -> None:
         for key in self.api_keys:
@@ -637,6 +640,7 @@ _OVERRIDES: Final[dict[str, dict[str, dict[str, Any]]]] = {
         "max_body_bytes": _SIZE_RULE,
         "database_url": _NONEMPTY,
         "database_pool_size": {"low": 1, "high": 1000},
+        "ingest_journal": {},
     },
     "logging": {
         "format": {"kind": "choice", "choices": LOG_FORMATS},

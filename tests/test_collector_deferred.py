@@ -2,11 +2,12 @@
 
 The common ``send_steps`` batch is checked on the collector's event loop and its write is
 queued for the SQLite writer thread, which commits whatever queued up meanwhile in one
-transaction; the answer is sent once that transaction is committed. These tests use a real
-collector process on loopback and its real SQLite file: many concurrent batches all stored
-and readable as soon as they are answered, and a write made to fail for real (a SQLite
-trigger added to the collector's database by another connection) answered with a 500 that
-says so, while the batches committed beside it are stored and the next ones go through.
+transaction; the answer is sent once that transaction is committed, or once the batch is in
+the ingest journal (the default). These tests use a real collector process on loopback and
+its real SQLite file: many concurrent batches all stored and readable as soon as they are
+answered, and, without the journal, a write made to fail for real (a SQLite trigger added to
+the collector's database by another connection) answered with a 500 that says so, while the
+batches committed beside it are stored and the next ones go through.
 """
 
 from __future__ import annotations
@@ -74,8 +75,13 @@ def test_concurrent_batches_are_stored_and_readable_once_answered(tmp_path: Path
             assert total.json()["data"]["steps"]["totalCount"] == 20 + 12 * 10 * 20
 
 
+#: The collector without its ingest journal: answers once committed (tests/test_collector_journal.py
+#: covers the default, which answers once journaled).
+NO_JOURNAL = {"LITERAL_AGENT_COLLECTOR_INGEST_JOURNAL": "false"}
+
+
 def test_a_failing_write_is_answered_500_and_spares_the_others(tmp_path: Path) -> None:
-    with CollectorProcess(tmp_path, api_key=KEY) as proc:
+    with CollectorProcess(tmp_path, api_key=KEY, env=NO_JOURNAL) as proc:
         client = httpx.Client(base_url=proc.url, headers=HEADERS, timeout=30)
         assert client.post("/api/graphql", content=_body("warm", 5)).status_code == 200
         db = sqlite3.connect(tmp_path / "collector.db")

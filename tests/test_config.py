@@ -285,6 +285,7 @@ def test_environment_beats_file(tmp_path: Path) -> None:
         ("LITERAL_AGENT_DAEMON_TCP", "127.0.0.1:8798", "daemon", "tcp", "127.0.0.1:8798"),
         ("LITERAL_AGENT_COLLECTOR_API_KEYS", "a, b,,c", "collector", "api_keys", ("a", "b", "c")),
         ("LITERAL_AGENT_COLLECTOR_PORT", "0", "collector", "port", 0),
+        ("LITERAL_AGENT_COLLECTOR_INGEST_JOURNAL", "false", "collector", "ingest_journal", False),
         ("LITERAL_AGENT_RETRY_MAX_ATTEMPTS", "3", "retry", "max_attempts", 3),
         ("LITERAL_AGENT_LOGGING_FORMAT", "JSON", "logging", "format", "json"),
         ("LITERAL_AGENT_CLIENT_API_KEY", KEY, "client", "api_key", KEY),
@@ -466,6 +467,11 @@ def test_client_from_env() -> None:
             "[collector]\ndatabase_pool_size = 0\n",
             "[collector] database_pool_size: expected an integer between 1 and 1000, got 0",
             id="pool-size-zero",
+        ),
+        pytest.param(
+            '[collector]\ningest_journal = "off"\n',
+            '[collector] ingest_journal: expected true or false, got "off"',
+            id="journal-switch-as-string",
         ),
         pytest.param(
             "[pipeline]\nbatchsize = 10\n",

@@ -30,6 +30,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -329,7 +330,8 @@ async def _answer_graphql(
         if deferred is not None:
             # The common send_steps batch: checked here, written by the storage's writer
             # thread with no worker thread waiting for it (writes queued meanwhile commit
-            # together, in one transaction).
+            # together, in one transaction); answered once committed or, with the ingest
+            # journal, once journaled.
             payload, submit = deferred
             await _committed(submit)
             return 200, payload
@@ -347,8 +349,11 @@ async def _answer_graphql(
 
 
 async def _committed(submit: Submit) -> None:
-    """Queue a deferred write and wait for its commit (raising its error, if any)."""
+    """Queue a deferred write and wait until it is kept: committed, or appended to the
+    ingest journal, in which case ``submit`` calls back at once from this thread (raising
+    its error, if any)."""
     loop = asyncio.get_running_loop()
+    loop_thread = threading.get_ident()
     future: asyncio.Future[None] = loop.create_future()
 
     def settle(error: BaseException | None) -> None:
@@ -359,7 +364,10 @@ async def _committed(submit: Submit) -> None:
         else:
             future.set_exception(error)
 
-    def done(error: BaseException | None) -> None:  # in the writer thread
+    def done(error: BaseException | None) -> None:  # in the writer thread, or journaled
+        if threading.get_ident() == loop_thread:
+            settle(error)
+            return
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
             loop.call_soon_threadsafe(settle, error)
 
@@ -450,7 +458,12 @@ async def _receive_body(limit: int, declared: bytes | None, receive: Receive) ->
 
 
 async def _health(collector: Collector, request: Request) -> Response:
-    return _json({"status": "ok"})
+    answer: dict[str, Any] = {"status": "ok"}
+    stats = getattr(collector.storage, "ingest_journal_stats", None)
+    journal = stats() if stats is not None else None
+    if journal is not None:
+        answer["ingestJournal"] = journal
+    return _json(answer)
 
 
 async def _my_project(collector: Collector, request: Request) -> Response:

@@ -99,24 +99,30 @@ def sqlite_path(url: str, data_dir: str | Path) -> Path:
 
 
 def open_storage(
-    database_url: str | None, data_dir: str | Path, *, pool_size: int = 10
+    database_url: str | None,
+    data_dir: str | Path,
+    *,
+    pool_size: int = 10,
+    ingest_journal: bool = False,
 ) -> Storage:
     """Open the storage named by ``database_url`` (see the module docstring);
-    ``pool_size``: most connections to PostgreSQL (unused on SQLite).
+    ``pool_size``: most connections to PostgreSQL (unused on SQLite); ``ingest_journal``:
+    SQLite's ingest journal (unused on PostgreSQL).
 
     Raises :class:`ValueError` for an unknown scheme (naming the accepted forms) and
     :class:`StorageOpenError` when PostgreSQL cannot be reached or migrated.
     """
-    from agent.collector._sqlite import SQLiteStorage, open_sqlite
+    from agent.collector._journal import JournalError
+    from agent.collector._sqlite import SQLiteStorage, journal_dir_for
 
-    if not database_url:
-        return open_sqlite(data_dir)
+    if not database_url or _scheme(database_url) == "sqlite":
+        path = sqlite_path(database_url or "", data_dir)
+        journal = journal_dir_for(path) if ingest_journal else None
+        try:
+            return SQLiteStorage(path, journal_dir=journal)
+        except JournalError as exc:
+            raise StorageOpenError(str(exc)) from None
     scheme = _scheme(database_url)
-    if scheme == "sqlite":
-        path = sqlite_path(database_url, data_dir)
-        if path.name == "collector.db":
-            return open_sqlite(path.parent)
-        return SQLiteStorage(path)
     if scheme in POSTGRES_SCHEMES:
         try:
             from agent.collector._postgres import open_postgres

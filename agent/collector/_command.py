@@ -51,6 +51,7 @@ class CollectorSettings:
     max_body_bytes: int
     database_url: str | None
     database_pool_size: int = 10
+    ingest_journal: bool = True
     log_format: str = "auto"
     log_level: str = "info"
 
@@ -83,6 +84,7 @@ def resolve_settings(args: argparse.Namespace) -> CollectorSettings:
         max_body_bytes=cfg.max_body_bytes,
         database_url=cfg.database_url,
         database_pool_size=cfg.database_pool_size,
+        ingest_journal=cfg.ingest_journal,
         log_format=config.logging.format,
         log_level=config.logging.level,
     )
@@ -134,7 +136,10 @@ def open_storage(settings: CollectorSettings) -> Any:
 
     try:
         return open_backend(
-            settings.database_url, settings.data_dir, pool_size=settings.database_pool_size
+            settings.database_url,
+            settings.data_dir,
+            pool_size=settings.database_pool_size,
+            ingest_journal=settings.ingest_journal,
         )
     except (ValueError, StorageOpenError) as exc:
         message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())

@@ -34,6 +34,7 @@ from typing import Any
 import msgspec
 import structlog
 
+from agent.collector._journal import APPLIED_KEY, Journal, Location
 from agent.collector._sqlite_query import (
     decode_cursor,
     encode_cursor,
@@ -94,8 +95,29 @@ CHECKPOINT_PASSES = 4
 #: Seconds after which records committed since the last checkpoint are checkpointed anyway.
 CHECKPOINT_IDLE_SECONDS = 1.0
 
+#: Journaled records not yet committed beyond which a journaled batch is answered only once
+#: committed (backpressure: the journal is not an unbounded buffer).
+MAX_JOURNAL_PENDING = 20_000
+#: Seconds a read or a synchronous write waits for the journaled batches before it (a
+#: read sees every batch answered before it started) before failing.
+JOURNAL_BARRIER_SECONDS = 30.0
+#: Longest pause between two attempts to store journaled batches that SQLite refused for a
+#: reason that may pass (full disk, I/O error, lock held by another program).
+MAX_RETRY_SECONDS = 5.0
+#: SQLite result codes (primary) of failures that may pass: journaled batches are kept and
+#: retried. Any other failure of one batch sends it to the dead-letter folder.
+_TRANSIENT_CODES = frozenset(
+    ("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_NOMEM",
+     "SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PROTOCOL", "SQLITE_INTERRUPT")
+)  # fmt: skip
+
 log = structlog.get_logger(__name__)
 _json_encoder = msgspec.json.Encoder()
+_record_encoder = msgspec.msgpack.Encoder()
+_record_decoder = msgspec.msgpack.Decoder(
+    tuple[str, str, builtins.list[tuple[str, str, builtins.list[dict[str, Any]]]],
+          dict[str, builtins.list[Any]]]
+)  # fmt: skip
 _json_decoder = msgspec.json.Decoder()
 
 
@@ -263,6 +285,12 @@ class _Job:
     error: BaseException | None = None
     #: Called by the writer once the job's transaction ended (:meth:`submit_columns`).
     callback: Callable[[BaseException | None], None] | None = None
+    #: Journaled jobs: the record's sequence number (0: not journaled) and location.
+    seq: int = 0
+    location: Location | None = None
+    #: Set when the record was written to the dead-letter folder instead of the database.
+    dead_letter: str | None = None
+    error_text: str = ""
 
     def finish(self) -> None:
         self.done.set()
@@ -278,7 +306,13 @@ class SQLiteStorage:
 
     shared = False  # one machine: uploaded bytes stay on its disk
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, journal_dir: str | Path | None = None) -> None:
+        """Open (creating and migrating as needed) the database file ``path``.
+
+        ``journal_dir``: the ingest journal's directory (see :mod:`._journal`); with one,
+        :meth:`submit_columns` answers once a batch is journaled, and the journaled batches
+        not yet in the database are stored before this returns.
+        """
         self.path = Path(path)
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._tables = {name: _Table(name, cols) for name, cols in KINDS.items()}
@@ -291,8 +325,23 @@ class SQLiteStorage:
         self._local = threading.local()
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._closed = False
+        self._stopping = threading.Event()  # wakes the writer from a retry pause at close
+        # the ingest journal: sequence numbers appended (answered) and committed
+        self._journal: Journal | None = None
+        self._journal_lock = threading.Lock()  # append + queue in one order; _pending
+        self._journaled_seq = 0
+        self._applied_seq = 0
+        self._pending = 0  # journaled records not yet committed
+        self._applied = threading.Condition()
+        self.dead_letters = 0
         self._writer = threading.Thread(target=self._write_loop, name="sqlite-writer", daemon=True)
         self._writer.start()
+        if journal_dir is not None:
+            try:
+                self._open_journal(Path(journal_dir))
+            except BaseException:
+                self.close()
+                raise
         self._project_id = self.setting("project_id", f"project-{uuid.uuid4()}")
 
     # -- Storage protocol ---------------------------------------------------------------
@@ -440,17 +489,44 @@ class SQLiteStorage:
 
         For a caller that must not block (the collector's event loop): writes queued by many
         such calls while a transaction runs are committed together in the next one.
+
+        With the ingest journal, ``callback(None)`` is called before this returns, once the
+        batch is appended to the journal (it is then stored even if the process dies; reads
+        and synchronous writes started afterwards wait until it is committed), unless
+        :data:`MAX_JOURNAL_PENDING` journaled records are still to commit: then it is
+        called once committed. A failed append (full disk) raises ``OSError``, with nothing
+        queued.
         """
         if self._closed:
             raise StorageError("storage is closed")
-        prepared, weight = self._column_statements(writes, kind, columns)
-        self._jobs.put(_Job(_applier(prepared), weight, callback=callback))
+        now = now_iso()
+        prepared, weight = self._column_statements(writes, kind, columns, now)
+        job = _Job(_applier(prepared), weight, callback=callback)
+        journal = self._journal
+        if journal is None:
+            self._jobs.put(job)
+            return
+        record = (now, kind, [(w.kind, w.mode, w.records) for w in writes], columns)
+        payload = _record_encoder.encode(record)
+        with self._journal_lock:  # sequence numbers reach the writer in order
+            job.seq, job.location = journal.append(payload)
+            self._jobs.put(job)
+            self._journaled_seq = job.seq
+            self._pending += weight
+            acknowledge = self._pending <= MAX_JOURNAL_PENDING
+        if acknowledge:
+            job.callback = None
+            callback(None)
 
     def _column_statements(
-        self, writes: Sequence[Write], kind: Kind, columns: Mapping[str, Sequence[Any]]
+        self,
+        writes: Sequence[Write],
+        kind: Kind,
+        columns: Mapping[str, Sequence[Any]],
+        now: str | None = None,
     ) -> tuple[builtins.list[_Statement], int]:
         table = self._tables[kind]
-        now = now_iso()
+        now = now or now_iso()
         prepared, weight = self._prepare(writes, now)
         count = len(columns["id"])
         keys: list[str] = []
@@ -497,8 +573,13 @@ class SQLiteStorage:
         if self._closed:
             return
         self._closed = True
+        self._stopping.set()
         self._jobs.put(None)
         self._writer.join()
+        with self._applied:
+            self._applied.notify_all()  # readers waiting for the journal: storage is closed
+        if self._journal is not None:
+            self._journal.close()
         self._checkpointer.close()
         with self._conn_lock:  # after a commit running in a calling thread
             self._write_conn.close()
@@ -522,6 +603,8 @@ class SQLiteStorage:
         return conn
 
     def _reader(self) -> sqlite3.Connection:
+        if self._applied_seq < self._journaled_seq:
+            self._wait_for_journal()
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             if self._closed:
@@ -536,6 +619,8 @@ class SQLiteStorage:
     def _submit(self, fn: Callable[[sqlite3.Connection], Any], weight: int) -> Any:
         if self._closed:
             raise StorageError("storage is closed")
+        if self._applied_seq < self._journaled_seq:
+            self._wait_for_journal()  # a journaled batch answered before must not win over it
         job = _Job(fn, weight)
         if self._jobs.empty() and self._conn_lock.acquire(blocking=False):
             # The writer is idle: commit in this thread, sparing two thread switches (to the
@@ -553,8 +638,70 @@ class SQLiteStorage:
             raise job.error
         return job.result
 
-    def _next_group(self, first: _Job) -> tuple[builtins.list[_Job], bool]:
-        jobs, weight = [first], first.weight
+    def _wait_for_journal(self) -> None:
+        """Wait until every batch journaled so far is committed (see :meth:`submit_columns`)."""
+        target = self._journaled_seq
+        with self._applied:
+            done = self._applied.wait_for(
+                lambda: self._applied_seq >= target or self._closed, JOURNAL_BARRIER_SECONDS
+            )
+        if self._closed:
+            raise StorageError("storage is closed")
+        if not done:
+            raise StorageError(
+                f"batches acknowledged from the ingest journal are still not stored after "
+                f"{JOURNAL_BARRIER_SECONDS:g} s (the collector's log says why); retry later"
+            )
+
+    def _write_loop(self) -> None:
+        stop = False
+        retry: builtins.list[_Job] = []  # journaled jobs not stored yet: first, in order
+        delay = 0.0
+        while not stop:
+            if retry:
+                if self._stopping.wait(delay):
+                    break  # closing: they stay in the journal, stored at the next start
+                jobs, stop = self._next_group(retry)
+            else:
+                first = self._jobs.get()
+                if first is None:
+                    break
+                jobs, stop = self._next_group([first])
+            with self._conn_lock:
+                self._run_group(jobs)
+            retry = [job for job in jobs if job.seq and job.error is not None]
+            if retry:
+                delay = min(MAX_RETRY_SECONDS, max(0.05, delay * 2))
+                log.error(
+                    "ingest journal: acknowledged batches not stored yet, kept and retried",
+                    batches=len(retry),
+                    retry_in_s=delay,
+                    error=repr(retry[0].error),
+                )
+                for job in retry:
+                    job.error = None
+            else:
+                delay = 0.0
+                self._journal_applied(jobs)
+            for job in jobs:
+                if not job.seq or not retry:
+                    job.finish()
+        for job in retry:  # closing with batches not stored: the next start stores them
+            job.error = StorageError("storage is closed")
+            job.finish()
+        while True:  # calls that raced with close(): fail them instead of hanging
+            try:
+                late = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if late is not None:
+                late.error = StorageError("storage is closed")
+                late.finish()
+
+    def _next_group(self, jobs: builtins.list[_Job]) -> tuple[builtins.list[_Job], bool]:
+        """``jobs`` and the jobs queued behind them, up to :data:`MAX_GROUP_RECORDS` records;
+        whether ``close()`` was called."""
+        weight = sum(job.weight for job in jobs)
         while weight < MAX_GROUP_RECORDS:
             try:
                 job = self._jobs.get_nowait()
@@ -566,25 +713,32 @@ class SQLiteStorage:
             weight += job.weight
         return jobs, False
 
-    def _write_loop(self) -> None:
-        stop = False
-        while not stop:
-            first = self._jobs.get()
-            if first is None:
-                break
-            jobs, stop = self._next_group(first)
-            with self._conn_lock:
-                self._run_group(jobs)
-            for job in jobs:
-                job.finish()
-        while True:  # calls that raced with close(): fail them instead of hanging
-            try:
-                late = self._jobs.get_nowait()
-            except queue.Empty:
-                break
-            if late is not None:
-                late.error = StorageError("storage is closed")
-                late.finish()
+    def _journal_applied(self, jobs: builtins.list[_Job]) -> None:
+        """After the commit of ``jobs``: move the applied mark, free journal space."""
+        journaled = [job for job in jobs if job.seq]
+        if not journaled:
+            return
+        for job in journaled:
+            if job.dead_letter is not None:
+                self.dead_letters += 1
+                if job.callback is not None:  # not answered yet (backpressure): say so
+                    job.error = StorageError(f"batch refused, kept aside: {job.error_text}")
+                log.error(
+                    "ingest journal: a batch SQLite refuses was moved to the dead-letter folder"
+                    " (acknowledged, not stored)",
+                    path=job.dead_letter,
+                    error=repr(job.error_text),
+                )
+        with self._journal_lock:
+            self._pending -= sum(job.weight for job in journaled)
+        with self._applied:
+            self._applied_seq = journaled[-1].seq
+            self._applied.notify_all()
+        assert self._journal is not None
+        try:
+            self._journal.release(self._applied_seq)
+        except OSError as exc:  # pragma: no cover - a segment that cannot be deleted
+            log.warning("ingest journal: cannot delete an applied segment", error=str(exc))
 
     def _run_group(self, jobs: builtins.list[_Job]) -> None:
         """Run ``jobs`` in one transaction (the caller holds ``_conn_lock``).
@@ -593,6 +747,11 @@ class SQLiteStorage:
         the writer a GIL re-take). Should one fail, the transaction is rolled back and, if
         there were others, they all run again, each inside its own SAVEPOINT, so that the
         failing one fails alone (a job only executes statements: running it again is safe).
+
+        Journaled jobs: the transaction also records the last one's sequence number. One
+        that fails on its own for a reason that will not pass goes to the dead-letter folder
+        (and counts as applied); one that fails for a reason that may pass (see
+        :data:`_TRANSIENT_CODES`) fails the whole transaction, and the caller retries.
         """
         conn = self._write_conn
         try:
@@ -603,7 +762,7 @@ class SQLiteStorage:
             except Exception as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-                if len(jobs) == 1:
+                if len(jobs) == 1 and not jobs[0].seq:
                     jobs[0].error = exc
                     return
                 conn.execute("BEGIN IMMEDIATE")
@@ -612,10 +771,22 @@ class SQLiteStorage:
                     try:
                         job.result = job.fn(conn)
                     except Exception as job_exc:
-                        job.error = job_exc
                         conn.execute("ROLLBACK TO job")
+                        if not job.seq:
+                            job.error = job_exc
+                        elif _transient(job_exc):
+                            raise
+                        else:
+                            self._dead_letter(job, job_exc)
                     conn.execute("RELEASE job")
             if conn.in_transaction:
+                seq = max((job.seq for job in jobs), default=0)
+                if seq:
+                    conn.execute(
+                        "INSERT INTO meta (key, value) VALUES (?, ?)"
+                        " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                        (APPLIED_KEY, str(seq)),
+                    )
                 conn.execute("COMMIT")
                 self._checkpointer.committed(sum(job.weight for job in jobs))
         except Exception as exc:  # the transaction itself failed (disk full, I/O error)
@@ -623,6 +794,99 @@ class SQLiteStorage:
                 conn.execute("ROLLBACK")
             for job in jobs:
                 job.error = job.error or exc
+                job.dead_letter = None
+
+    # -- the ingest journal -------------------------------------------------------------------
+
+    def _dead_letter(self, job: _Job, error: BaseException) -> None:
+        """Write journaled ``job``'s record to the dead-letter folder (an ``OSError``, e.g. a
+        full disk, propagates: the job is then retried like a transient failure)."""
+        assert self._journal is not None and job.location is not None
+        payload = self._journal.read(job.location)
+        text = f"{type(error).__name__}: {error}"
+        try:
+            now, kind, writes, columns = _record_decoder.decode(payload)
+            keys = builtins.list(columns)
+            document: dict[str, Any] = {
+                "seq": job.seq,
+                "error": text,
+                "acknowledgedAt": now,
+                "kind": kind,
+                "records": [
+                    dict(zip(keys, row, strict=True))
+                    for row in zip(*columns.values(), strict=True)
+                ],
+                "writes": [{"kind": k, "mode": m, "records": r} for k, m, r in writes],
+            }
+        except (msgspec.DecodeError, ValueError) as exc:
+            document = {"seq": job.seq, "error": f"{text}; undecodable record: {exc}",
+                        "payloadHex": payload.hex()}  # fmt: skip
+        path = self._journal.write_dead_letter(job.seq, _json_encoder.encode(document))
+        job.dead_letter = str(path)
+        job.error_text = text
+
+    def _open_journal(self, directory: Path) -> None:
+        """Open the journal and store the batches it holds beyond the applied mark."""
+        journal = Journal(directory)
+        applied = int(self.setting(APPLIED_KEY, "0"))
+        self._applied_seq = self._journaled_seq = applied
+        self._journal = journal
+        replayed = records = 0
+        try:
+            for seq, payload, location in journal.replay(applied):
+                job = self._replay_job(seq, payload, location)
+                with self._journal_lock:
+                    self._jobs.put(job)
+                    self._journaled_seq = seq
+                    self._pending += job.weight
+                    full = self._pending > MAX_JOURNAL_PENDING
+                replayed += 1
+                records += job.weight
+                if full:
+                    self._wait_for_journal()  # bounded memory for a long journal
+            self._wait_for_journal()
+        except BaseException:
+            self._journal = None
+            journal.close()
+            raise
+        journal.last_seq = max(journal.last_seq, self._applied_seq)
+        journal.reset()  # every record in it is stored: start with an empty journal
+        if replayed:
+            log.warning(
+                "ingest journal: stored batches acknowledged before the last stop",
+                batches=replayed,
+                records=records,
+                journal=str(directory),
+            )
+
+    def _replay_job(self, seq: int, payload: bytes, location: Location) -> _Job:
+        try:
+            now, kind, writes, columns = _record_decoder.decode(payload)
+            prepared, weight = self._column_statements(
+                [Write(k, r, m) for k, m, r in writes],  # type: ignore[arg-type]
+                kind,  # type: ignore[arg-type]
+                columns,
+                now,
+            )
+            return _Job(_applier(prepared), weight, seq=seq, location=location)
+        except Exception as exc:  # a record this version cannot read: kept aside
+
+            def refuse(conn: sqlite3.Connection, error: BaseException = exc) -> None:
+                raise StorageError(f"unreadable journal record: {error!r}")
+
+            return _Job(refuse, 1, seq=seq, location=location)
+
+    def ingest_journal_stats(self) -> dict[str, Any] | None:
+        """The ingest journal's state (``None`` without one): for ``/health``."""
+        if self._journal is None:
+            return None
+        return {
+            "acknowledged": self._journaled_seq,
+            "stored": self._applied_seq,
+            "pendingRecords": self._pending,
+            "deadLetters": self.dead_letters,
+            "bytes": self._journal.size(),
+        }
 
 
 #: A statement, its parameters, and whether they are one parameter set per row (executemany)
@@ -639,6 +903,14 @@ def _applier(prepared: list[_Statement]) -> Callable[[sqlite3.Connection], None]
                 conn.execute(sql, params)
 
     return apply
+
+
+def _transient(error: BaseException) -> bool:
+    """Whether a failed write may succeed later (see :data:`_TRANSIENT_CODES`)."""
+    name = getattr(error, "sqlite_errorname", None)
+    if isinstance(name, str):  # an extended code names its primary one first
+        return "_".join(name.split("_")[:2]) in _TRANSIENT_CODES
+    return isinstance(error, sqlite3.OperationalError | OSError)
 
 
 def _chunk_sizes(total: int, largest: int) -> Iterator[tuple[int, int]]:
@@ -660,9 +932,18 @@ def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
-def open_sqlite(data_dir: str | Path) -> SQLiteStorage:
-    """Open (creating and migrating as needed) ``<data_dir>/collector.db``."""
-    return SQLiteStorage(Path(data_dir) / "collector.db")
+def journal_dir_for(path: str | Path) -> Path:
+    """Where the ingest journal of the database file ``path`` lives: ``<file>-ingest``, a
+    sibling of SQLite's own ``-wal`` and ``-shm`` files."""
+    path = Path(path)
+    return path.with_name(f"{path.name}-ingest")
 
 
-__all__ = ["SQLiteStorage", "migrate", "open_sqlite"]
+def open_sqlite(data_dir: str | Path, *, ingest_journal: bool = False) -> SQLiteStorage:
+    """Open (creating and migrating as needed) ``<data_dir>/collector.db``, with its ingest
+    journal when ``ingest_journal`` (the collector command's default)."""
+    path = Path(data_dir) / "collector.db"
+    return SQLiteStorage(path, journal_dir=journal_dir_for(path) if ingest_journal else None)
+
+
+__all__ = ["SQLiteStorage", "journal_dir_for", "migrate", "open_sqlite"]
