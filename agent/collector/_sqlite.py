@@ -15,7 +15,12 @@ statement texts stay few enough to stay prepared.
 :meth:`SQLiteStorage.write_columns` (not part of the storage interface) takes the plain
 steps of an ingest batch column-wise, without one dict per step;
 :meth:`SQLiteStorage.submit_columns` queues the same write without waiting and calls back once
-it is committed (for the collector's event loop, which must not block).
+it is committed (for the collector's event loop, which must not block) or, with the ingest
+journal (:mod:`._journal`), once it is appended there: the writer then commits many such
+batches per transaction, recording the last one's sequence number in the same transaction.
+Reads and synchronous writes wait for the batches journaled before them; a journaled batch
+that fails for a reason that may pass is retried, one that SQLite refuses for good goes to
+the journal's dead-letter folder.
 """
 
 from __future__ import annotations
