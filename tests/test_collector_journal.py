@@ -422,6 +422,32 @@ def test_collector_keeps_a_refused_batch_in_the_dead_letter_folder(tmp_path: Pat
         letter = json.loads(letters[0].read_text())
         assert sorted(r["id"] for r in letter["records"]) == [f"bad-{i}" for i in range(5)]
         client.close()
+        busy = _replay_command(tmp_path)  # the running collector holds the journal
+        assert busy.returncode != 0 and "in use by another collector process" in busy.stderr
     log = (tmp_path / "collector.log").read_text()
     assert "moved to the dead-letter folder" in log and "refused by the test trigger" in log
     assert KEY not in log
+    again = _replay_command(tmp_path)  # the cause is still there: refused again, kept
+    assert again.returncode == 1 and "refused by the test trigger" in again.stderr
+    assert letters[0].exists()
+    db = sqlite3.connect(tmp_path / "collector.db")
+    db.execute("DROP TRIGGER boom")  # the cause fixed
+    db.commit()
+    db.close()
+    replayed = _replay_command(tmp_path)
+    assert replayed.returncode == 0, replayed.stderr
+    assert "1 dead-letter batches stored, 0 refused" in replayed.stdout
+    assert not letters[0].exists() and (letters[0].parent / "replayed" / letters[0].name).exists()
+    storage = open_sqlite(tmp_path)
+    try:
+        stored = storage.get("step", [f"bad-{i}" for i in range(5)])
+        assert len(stored) == 5 and stored["bad-0"]["input"] == {"i": 0}
+    finally:
+        storage.close()
+
+
+def _replay_command(data_dir: Path) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "agent", "collector", "--data-dir", str(data_dir),
+            "--replay-dead-letters"]  # fmt: skip
+    env = {**os.environ, "LITERAL_AGENT_COLLECTOR_API_KEYS": KEY}
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env, check=False)

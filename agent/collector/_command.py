@@ -67,6 +67,12 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--port", type=int, help="TCP port, 0 = any free port")
     parser.add_argument("--data-dir", help="database, uploads and generated key live here")
     parser.add_argument("--config", help="TOML configuration file")
+    parser.add_argument(
+        "--replay-dead-letters",
+        action="store_true",
+        help="store the batches kept in <database>-ingest/dead-letter/ again (once what made"
+        " SQLite refuse them is fixed), then exit; the collector must not be running",
+    )
     parser.set_defaults(func=run)
 
 
@@ -208,6 +214,27 @@ def _tune_interpreter() -> None:
     sys.setswitchinterval(SWITCH_INTERVAL)
 
 
+def _replay_dead_letters(storage: Any) -> int:
+    """``--replay-dead-letters``: 0 when every dead letter is stored, else 1."""
+    from agent.collector._storage import StorageError
+
+    try:
+        replay = getattr(storage, "replay_dead_letters", None)
+        if replay is None:
+            print("literal-agent collector: only SQLite has an ingest journal", file=sys.stderr)
+            return 1
+        stored, refused = replay()
+    except StorageError as exc:  # no journal configured
+        print(f"literal-agent collector: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        storage.close()
+    for path, error in refused:
+        print(f"literal-agent collector: {path} refused again: {error}", file=sys.stderr)
+    print(f"literal-agent collector: {stored} dead-letter batches stored, {len(refused)} refused")
+    return 1 if refused else 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the collector until SIGTERM or SIGINT; returns the exit status."""
     from agent._logging import configure_logging, register_secret
@@ -223,6 +250,8 @@ def run(args: argparse.Namespace) -> int:
     for key in keys:
         register_secret(key)
     storage = open_storage(settings)
+    if getattr(args, "replay_dead_letters", False):
+        return _replay_dead_letters(storage)
     try:
         sock = bind_socket(settings.host, settings.port)
     except OSError as exc:

@@ -881,6 +881,34 @@ class SQLiteStorage:
 
             return _Job(refuse, 1, seq=seq, location=location)
 
+    def replay_dead_letters(self) -> tuple[int, builtins.list[tuple[Path, str]]]:
+        """Store the batches of the journal's dead-letter folder again (once what made SQLite
+        refuse them is fixed). A stored one moves to ``dead-letter/replayed/``; one refused
+        again stays. Returns how many were stored, and each refused file with its error."""
+        if self._journal is None:
+            raise StorageError("this storage has no ingest journal")
+        folder = self._journal.dead_letter_dir
+        done = folder / "replayed"
+        stored = 0
+        refused: builtins.list[tuple[Path, str]] = []
+        for path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
+            try:
+                letter = _json_decoder.decode(path.read_bytes())
+                records = letter["records"]
+                columns = {key: [r.get(key) for r in records] for key in records[0]}
+                writes = [Write(w["kind"], w["records"], w["mode"]) for w in letter["writes"]]
+                self.write_columns(writes, letter["kind"], columns)
+            except (msgspec.DecodeError, KeyError, IndexError, TypeError, ValueError) as exc:
+                refused.append((path, f"not a dead letter this version can read: {exc!r}"))
+                continue
+            except (sqlite3.Error, StorageError) as exc:
+                refused.append((path, f"{type(exc).__name__}: {exc}"))
+                continue
+            done.mkdir(mode=0o700, exist_ok=True)
+            path.replace(done / path.name)
+            stored += 1
+        return stored, refused
+
     def ingest_journal_stats(self) -> dict[str, Any] | None:
         """The ingest journal's state (``None`` without one): for ``/health``."""
         if self._journal is None:
