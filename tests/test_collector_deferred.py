@@ -198,3 +198,79 @@ def test_a_failing_callback_does_not_stop_the_writer(tmp_path: Path) -> None:
         assert set(storage.get("step", ["s-1", "s-2"])) == {"s-1", "s-2"}
     finally:
         storage.close()
+
+
+def test_one_call_decoding_stores_what_the_per_variable_path_stores(tmp_path: Path) -> None:
+    """After its first deferred batch, a document's variables are decoded in one call into a
+    struct laid out in that batch's key order: a later batch, in any key order and with
+    variables left out or null, is stored exactly as the per-variable path stores it, and
+    one the struct cannot take falls back to the thread (None)."""
+    import random
+
+    from agent.collector._graphql import GraphQLService
+    from agent.collector._resolvers import RequestContext
+    from agent.collector._sqlite import open_sqlite
+
+    storage = open_sqlite(tmp_path)
+    service = GraphQLService(storage)
+    ctx = RequestContext(storage, "prod", "http://test", lambda key: key)
+
+    def deferred(body: dict[str, Any]) -> bool:
+        found = service.handle_deferred(json.dumps(body).encode(), ctx)
+        if found is None:
+            return False
+        done = threading.Event()
+        found[1](lambda error: done.set())
+        assert done.wait(10)
+        return True
+
+    def stored(prefix: str) -> list[dict[str, Any]]:
+        records = storage.get("step", [f"{prefix}-{i}" for i in range(4)])
+        return [
+            {k: v for k, v in records[f"{prefix}-{i}"].items() if k not in ("id", "createdAt")}
+            for i in range(4)
+        ]
+
+    def batch(prefix: str, shuffle: bool) -> dict[str, Any]:
+        body = json.loads(_body(prefix, 4))
+        variables = body["variables"]
+        variables["threadId_0"] = "shared-t"  # every step's thread is the same
+        variables["threadId_1"] = variables["threadId_2"] = variables["threadId_3"] = "shared-t"
+        variables["metadata_1"] = {"nested": [1, {"b": None}], "text": "é\n\u2028"}
+        variables["output_2"] = None
+        variables["startTime_3"] = "2024-05-01T12:34:56.123456Z"
+        del variables["name_2"]  # absent: NULL, as null
+        if shuffle:
+            items = list(variables.items())
+            random.Random(7).shuffle(items)
+            body["variables"] = dict(items)
+        return body
+
+    try:
+        service.handle(_body("prep", 4), ctx)  # prepares the document
+        assert service.handle_deferred(_body("learn", 4), ctx) is not None  # learns the layout
+        query = json.loads(_body("x", 4))["query"]
+        prepared = service._cache.get(json.dumps(query).encode())  # keyed by its JSON text
+        assert prepared is not None and prepared.plan is not None
+        assert prepared.plan.layout  # the struct path is the one taken below
+        json.loads(service.handle(json.dumps(batch("thread", False)).encode(), ctx))
+        assert deferred(batch("struct", False))
+        assert deferred(batch("shuffled", True))
+        assert stored("struct") == stored("thread") == stored("shuffled")
+        for broken in (
+            {"id_0": None},  # a non-null variable given as null
+            {"name_1": 5},  # a number where a string is expected
+            {"generation_2": {"provider": "x"}},  # a nested object: per-step path
+            {"tags_3": ["a", 1]},  # not a list of strings
+        ):
+            body = json.loads(_body("broken", 4))
+            body["variables"].update(broken)
+            assert not deferred(body), broken
+        body = json.loads(_body("broken", 4))
+        del body["variables"]["id_1"]  # a non-null variable left out
+        assert not deferred(body)
+        body["variables"] = None
+        assert not deferred(body)
+        assert storage.get("step", [f"broken-{i}" for i in range(4)]) == {}
+    finally:
+        storage.close()

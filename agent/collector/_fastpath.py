@@ -130,6 +130,9 @@ class Plan:
     columns: dict[str, list[str | None]] = field(default_factory=dict)
     #: ``ingestStep`` only: the response data when every step is stored.
     all_ok: dict[str, Any] = field(default_factory=dict)
+    #: ``ingestStep`` only: how :func:`defer_batch` decodes the variables in one call, once
+    #: learned from a request; ``False``: this plan cannot have one.
+    layout: _Layout | Literal[False] | None = None
 
 
 def _checker_for(root: str, arg: str, type_: Any) -> Checker:
@@ -305,19 +308,107 @@ def _required_present(plan: Plan, variables: RawVariables) -> bool:
     return None not in required and _NULL not in map(bytes, required)
 
 
-def defer_plan(
-    plan: Plan, variables: RawVariables, ctx: RequestContext
+@dataclass(slots=True)
+class _Layout:
+    """A batch's variables decoded in one call into one struct: each step's fields together,
+    in the order the client sends them (msgspec matches keys fastest in field order), so
+    that a column is a strided slice of the struct's values."""
+
+    decoder: msgspec.json.Decoder[Any]
+    stride: int  # fields per step
+    position: dict[str, int]  # argument -> its field's offset within a step
+    required: list[int]  # value indexes of the variables declared non-null
+
+
+def _learn_layout(plan: Plan, variables: RawVariables) -> _Layout | Literal[False]:
+    """The struct layout of ``plan``'s variables, in the key order of one request's;
+    ``False`` when the plan cannot have one (an argument not passed to every field, a
+    variable feeding two arguments)."""
+    args = (*_NESTED_ARGS, *COLUMN_ARGS)
+    var_arg = {var: (arg, i) for arg in args for i, var in enumerate(plan.columns[arg])}
+    if None in var_arg or len(var_arg) != len(args) * len(plan.fields):
+        return False
+    sent = [var_arg[name][0] for name in variables if var_arg.get(name, ("", 1))[1] == 0]
+    order = [*dict.fromkeys(sent), *(arg for arg in args if arg not in sent)]
+    fields: list[tuple[str, Any, Any]] = []
+    rename: dict[str, str] = {}
+    for index in range(len(plan.fields)):
+        for arg in order:
+            name = f"f{len(fields)}"
+            rename[name] = plan.columns[arg][index]  # type: ignore[assignment]
+            if arg in _STRING_ARGS:
+                fields.append((name, str | None, None))
+            else:
+                fields.append((name, msgspec.Raw, _NULL_RAW))
+    index_of = {var: i for i, var in enumerate(rename.values())}
+    if not plan.required <= index_of.keys():
+        return False
+    struct = msgspec.defstruct("StepVariables", fields, rename=rename)
+    position = {arg: order.index(arg) for arg in args}
+    required = sorted(index_of[var] for var in plan.required)
+    return _Layout(msgspec.json.Decoder(struct), len(order), position, required)
+
+
+def _layout_columns(layout: _Layout, values: tuple[Any, ...], env: str) -> StepColumns | None:
+    """:func:`_step_columns` for a batch decoded with ``layout`` (same checks, same result)."""
+    for index in layout.required:
+        value = values[index]
+        if value is None or (type(value) is msgspec.Raw and bytes(value) == _NULL):
+            return None
+    stride, position = layout.stride, layout.position
+    for arg in _NESTED_ARGS:
+        if not _NO_NESTED.issuperset(map(bytes, values[position[arg] :: stride])):
+            return None
+    columns: list[list[Any]] = []
+    try:
+        for arg in COLUMN_ARGS:
+            column = list(values[position[arg] :: stride])
+            if arg in _STRING_ARGS:
+                columns.append(column)
+                continue
+            if arg == "tags":  # [String!], kept as text once checked
+                for _ in map(_str_list.decode, column):
+                    pass
+            columns.append(_json_column(column, str))
+    except msgspec.DecodeError:
+        return None
+    return check_columns(columns, env)
+
+
+_raw_dict = msgspec.json.Decoder(dict[str, msgspec.Raw] | None)
+
+
+def defer_batch(
+    plan: Plan, raw_variables: msgspec.Raw, ctx: RequestContext
 ) -> tuple[dict[str, Any], Submit] | None:
     """For a caller that must not block: the answer of a planned ``send_steps`` batch whose
     steps all pass, and the function that queues its write (the answer holds once the write
-    is committed). ``None`` when the request needs :func:`run_plan` (on a thread): another
-    shape, a step that fails a check, or a storage without ``submit_columns``."""
+    is kept). ``None`` when the request needs :func:`run_plan` (on a thread): another shape,
+    a step that fails a check, or a storage without ``submit_columns``.
+
+    ``raw_variables`` is the request's whole ``variables`` value, undecoded: decoded in one
+    call into the plan's struct (:class:`_Layout`, learned from the plan's first deferred
+    request), or else into a dict of raw values.
+    """
     submit_columns = getattr(ctx.storage, "submit_columns", None)
     if submit_columns is None or not plan.columns:
         return None
-    if not _required_present(plan, variables):
+    layout = plan.layout
+    try:
+        if layout:
+            values = msgspec.structs.astuple(layout.decoder.decode(raw_variables))
+            checked = _layout_columns(layout, values, ctx.environment)
+        else:
+            variables = _raw_dict.decode(raw_variables)
+            if variables is None:
+                return None
+            if layout is None:
+                plan.layout = _learn_layout(plan, variables)
+            if not _required_present(plan, variables):
+                return None
+            checked = _step_columns(plan, variables, ctx, str)
+    except msgspec.DecodeError:
         return None
-    checked = _step_columns(plan, variables, ctx, str)
     if checked is None:
         return None
     writes, columns = [checked.thread_write()], checked.by_key()

@@ -43,7 +43,7 @@ from agent.collector._fastpath import (
     RawVariables,
     Submit,
     decode_variables,
-    defer_plan,
+    defer_batch,
     make_plan,
     run_plan,
 )
@@ -71,6 +71,18 @@ class _Request(msgspec.Struct):
 
 
 _request_decoder = msgspec.json.Decoder(_Request)
+
+
+class _Batch(msgspec.Struct):
+    """The HTTP body with the variables left as one undecoded JSON value (see
+    :func:`defer_batch`)."""
+
+    query: msgspec.Raw
+    variables: msgspec.Raw = msgspec.Raw(b"null")
+    operationName: str | None = None
+
+
+_batch_decoder = msgspec.json.Decoder(_Batch)
 _query_decoder = msgspec.json.Decoder(str)
 _encoder = msgspec.json.Encoder()
 
@@ -277,13 +289,13 @@ class GraphQLService:
         if not self.fast_paths or not hasattr(ctx.storage, "submit_columns"):
             return None  # checked first: decoding the body here would be wasted
         try:
-            request = _request_decoder.decode(body)
+            request = _batch_decoder.decode(body)
         except msgspec.DecodeError:
             return None  # handle() produces the message
         prepared = self._cache.get(bytes(request.query))
-        if prepared is None or prepared.plan is None or request.variables is None:
+        if prepared is None or prepared.plan is None:
             return None
-        deferred = defer_plan(prepared.plan, request.variables, ctx)
+        deferred = defer_batch(prepared.plan, request.variables, ctx)
         if deferred is None:
             return None
         answer, submit = deferred
