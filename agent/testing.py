@@ -114,6 +114,9 @@ class CollectorThread:
 
     The storage is SQLite in ``data_dir`` unless ``database_url`` names another (see
     :func:`agent.collector._backends.open_storage`); uploads still go under ``data_dir``.
+    ``ingest_journal`` as ``[collector] ingest_journal`` (default on, as the real command):
+    an answered batch is readable at once through the collector, but a test reading the
+    database file itself may have to wait for the commit.
     """
 
     def __init__(
@@ -124,8 +127,10 @@ class CollectorThread:
         *,
         max_body_bytes: int | None = None,
         database_url: str | None = None,
+        ingest_journal: bool = True,
     ) -> None:
         self.data_dir = Path(data_dir)
+        self.ingest_journal = ingest_journal
         self.api_key = api_key
         self.port = port
         self.max_body_bytes = max_body_bytes
@@ -147,7 +152,9 @@ class CollectorThread:
 
         if self._thread is not None:
             raise RuntimeError("collector already started")
-        self._storage = open_storage(self.database_url, self.data_dir)
+        self._storage = open_storage(
+            self.database_url, self.data_dir, ingest_journal=self.ingest_journal
+        )
         app = create_app(
             self._storage,
             api_keys=[self.api_key],

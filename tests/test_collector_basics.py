@@ -16,10 +16,20 @@ from agent.testing import CollectorProcess, CollectorThread
 
 
 def test_health_needs_no_key(collector: CollectorThread) -> None:
-    """GET /health answers without a key."""
+    """GET /health answers without a key; with one, it adds the ingest journal's counts
+    (SQLite only)."""
     response = httpx.get(f"{collector.url}/health")
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
+    wrong = httpx.get(f"{collector.url}/health", headers={"x-api-key": "wrong"})
+    assert wrong.json() == {"status": "ok"}
+    keyed = httpx.get(f"{collector.url}/health", headers={"x-api-key": collector.api_key})
+    journal = keyed.json().get("ingestJournal")
+    if collector.database_url and not collector.database_url.startswith("sqlite"):
+        assert journal is None
+    else:
+        assert journal is not None
+        assert set(journal) == {"acknowledged", "stored", "pendingRecords", "deadLetters", "bytes"}
 
 
 @pytest.mark.parametrize("headers", [{}, {"x-api-key": "wrong-key-123"}])

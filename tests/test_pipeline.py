@@ -59,17 +59,30 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
         delay = min(delay * 2, 0.05)
 
 
-def stored(data_dir: Path, ids: list[str]) -> set[str]:
-    """The ids among ``ids`` present in the collector's SQLite file."""
+def stored(data_dir: Path, ids: list[str], settle: float = 0.5) -> set[str]:
+    """The ids among ``ids`` present in the collector's SQLite file: read until all are, or
+    until none has arrived for ``settle`` seconds (the collector answers a batch once it is
+    in its ingest journal; the commit follows within milliseconds)."""
     conn = sqlite3.connect(data_dir / "collector.db")
     try:
         found: set[str] = set()
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = conn.execute(f"SELECT id FROM step WHERE id IN ({marks})", chunk)
-            found.update(r[0] for r in rows)
-        return found
+        last_change = time.monotonic()
+        while True:
+            before = len(found)
+            missing = [i for i in ids if i not in found]
+            for i in range(0, len(missing), 500):
+                chunk = missing[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = conn.execute(f"SELECT id FROM step WHERE id IN ({marks})", chunk)
+                found.update(r[0] for r in rows)
+            if len(found) == len(set(ids)):
+                return found
+            now = time.monotonic()
+            if len(found) != before:
+                last_change = now
+            elif now - last_change > settle:
+                return found
+            time.sleep(0.02)
     finally:
         conn.close()
 

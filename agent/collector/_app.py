@@ -458,7 +458,12 @@ async def _receive_body(limit: int, declared: bytes | None, receive: Receive) ->
 
 
 async def _health(collector: Collector, request: Request) -> Response:
+    """``{"status": "ok"}`` to anyone; with a valid key, the ingest journal's counts too."""
     answer: dict[str, Any] = {"status": "ok"}
+    try:
+        collector.check_key(request)
+    except HTTPError:
+        return _json(answer)
     stats = getattr(collector.storage, "ingest_journal_stats", None)
     journal = stats() if stats is not None else None
     if journal is not None:
