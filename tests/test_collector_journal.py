@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
-from literalai.api.helpers.gql import steps_query_builder, steps_variables_builder
+from test_collector_deferred import _body, _count
 
 from agent.collector import _sqlite
 from agent.collector._journal import APPLIED_KEY, Journal, JournalError
@@ -32,23 +32,6 @@ from agent.testing import CollectorProcess
 
 KEY = "journal-key"
 HEADERS = {"x-api-key": KEY}
-
-
-def _body(prefix: str, count: int, name: str = "ok") -> bytes:
-    steps: list[dict[str, Any]] = [
-        {"id": f"{prefix}-{i}", "threadId": f"{prefix}-t", "type": "tool", "name": name,
-         "input": {"i": i}, "tags": ["t"]}
-        for i in range(count)
-    ]  # fmt: skip
-    query, variables = steps_query_builder(steps), steps_variables_builder(steps)
-    return json.dumps({"query": query, "variables": variables}).encode()
-
-
-def _count(client: httpx.Client, thread_id: str) -> int:
-    query = "query($f: [stepsInputType!]) { steps(first: 0, filters: $f) { totalCount } }"
-    filters = [{"field": "threadId", "operator": "eq", "value": thread_id}]
-    answer = client.post("/api/graphql", json={"query": query, "variables": {"f": filters}})
-    return int(answer.json()["data"]["steps"]["totalCount"])
 
 
 def _columns(prefix: str, count: int, name: str = "ok") -> dict[str, list[Any]]:
