@@ -297,7 +297,8 @@ def _ingest_columns(
     return {"data": dict(plan.all_ok)}
 
 
-#: Starts a deferred write; the callback gets ``None`` once it is committed, else the error.
+#: Starts a deferred write; the callback gets ``None`` once the write is kept (committed, or
+#: in the ingest journal), else the error.
 Submit = Callable[[Callable[[BaseException | None], None]], None]
 
 
