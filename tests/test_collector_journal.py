@@ -279,7 +279,7 @@ def test_a_refused_batch_goes_to_the_dead_letter_folder(tmp_path: Path) -> None:
         storage.close()
 
 
-def test_past_the_pending_cap_batches_are_answered_once_committed(
+def test_past_the_pending_cap_batches_wait_for_room(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(_sqlite, "MAX_JOURNAL_PENDING", 25)
@@ -291,7 +291,7 @@ def test_past_the_pending_cap_batches_are_answered_once_committed(
             third = _submit(storage, "p3", 10)  # 33: over the cap
             assert first == [None] and second == [None]
             time.sleep(0.2)
-            assert third == []  # not answered while it is not committed
+            assert third == []  # not answered while the records before it wait
         deadline = time.monotonic() + 10
         while not third and time.monotonic() < deadline:
             time.sleep(0.01)

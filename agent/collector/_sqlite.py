@@ -26,6 +26,7 @@ the journal's dead-letter folder.
 from __future__ import annotations
 
 import builtins
+import collections
 import queue
 import sqlite3
 import threading
@@ -101,7 +102,8 @@ CHECKPOINT_PASSES = 4
 CHECKPOINT_IDLE_SECONDS = 1.0
 
 #: Journaled records not yet committed beyond which a journaled batch is answered only once
-#: committed (backpressure: the journal is not an unbounded buffer).
+#: there is room again, i.e. once the records before it are committed down to this many
+#: (backpressure: the journal is not an unbounded buffer, nor the memory of its writes).
 MAX_JOURNAL_PENDING = 20_000
 #: Seconds a read or a synchronous write waits for the journaled batches before it (a
 #: read sees every batch answered before it started) before failing.
@@ -333,10 +335,15 @@ class SQLiteStorage:
         self._stopping = threading.Event()  # wakes the writer from a retry pause at close
         # the ingest journal: sequence numbers appended (answered) and committed
         self._journal: Journal | None = None
-        self._journal_lock = threading.Lock()  # append + queue in one order; _pending
+        self._journal_lock = threading.Lock()  # append + queue in one order; the counts
         self._journaled_seq = 0
         self._applied_seq = 0
-        self._pending = 0  # journaled records not yet committed
+        self._journaled_records = 0  # records journaled (and queued) so far
+        self._applied_records = 0  # of which committed (or dead letters)
+        #: Callbacks of batches answered once there is room: (journaled records through the
+        #: batch, callback), in journal order.
+        self._waiting: collections.deque[tuple[int, Callable[[BaseException | None], None]]]
+        self._waiting = collections.deque()
         self._applied = threading.Condition()
         self.dead_letters = 0
         self._writer = threading.Thread(target=self._write_loop, name="sqlite-writer", daemon=True)
@@ -497,10 +504,10 @@ class SQLiteStorage:
 
         With the ingest journal, ``callback(None)`` is called before this returns, once the
         batch is appended to the journal (it is then stored even if the process dies; reads
-        and synchronous writes started afterwards wait until it is committed), unless
-        :data:`MAX_JOURNAL_PENDING` journaled records are still to commit: then it is
-        called once committed. A failed append (full disk) raises ``OSError``, with nothing
-        queued.
+        and synchronous writes started afterwards wait until it is committed), unless more
+        than :data:`MAX_JOURNAL_PENDING` journaled records would then wait for their commit:
+        it is then called, from the writer thread, once enough of those before it are
+        committed. A failed append (full disk) raises ``OSError``, with nothing queued.
         """
         if self._closed:
             raise StorageError("storage is closed")
@@ -513,14 +520,16 @@ class SQLiteStorage:
             return
         record = (now, kind, [(w.kind, w.mode, w.records) for w in writes], columns)
         payload = _record_encoder.encode(record)
+        job.callback = None  # journaled: answered now, or once there is room (_waiting)
         with self._journal_lock:  # sequence numbers reach the writer in order
             job.seq, job.location = journal.append(payload)
             self._jobs.put(job)
             self._journaled_seq = job.seq
-            self._pending += weight
-            acknowledge = self._pending <= MAX_JOURNAL_PENDING
-        if acknowledge:
-            job.callback = None
+            self._journaled_records += weight
+            room = self._journaled_records - self._applied_records <= MAX_JOURNAL_PENDING
+            if not room:
+                self._waiting.append((self._journaled_records, callback))
+        if room:
             callback(None)
 
     def _column_statements(
@@ -694,6 +703,10 @@ class SQLiteStorage:
         for job in retry:  # closing with batches not stored: the next start stores them
             job.error = StorageError("storage is closed")
             job.finish()
+        with self._journal_lock:  # journaled, so kept: stored at the next start if not now
+            ready = [callback for _, callback in self._waiting]
+            self._waiting.clear()
+        _answer(ready)
         while True:  # calls that raced with close(): fail them instead of hanging
             try:
                 late = self._jobs.get_nowait()
@@ -726,8 +739,6 @@ class SQLiteStorage:
         for job in journaled:
             if job.dead_letter is not None:
                 self.dead_letters += 1
-                if job.callback is not None:  # not answered yet (backpressure): say so
-                    job.error = StorageError(f"batch refused, kept aside: {job.error_text}")
                 log.error(
                     "ingest journal: a batch SQLite refuses was moved to the dead-letter folder"
                     " (acknowledged, not stored)",
@@ -735,7 +746,12 @@ class SQLiteStorage:
                     error=repr(job.error_text),
                 )
         with self._journal_lock:
-            self._pending -= sum(job.weight for job in journaled)
+            self._applied_records += sum(job.weight for job in journaled)
+            ready = []
+            waiting = self._waiting
+            while waiting and waiting[0][0] - self._applied_records <= MAX_JOURNAL_PENDING:
+                ready.append(waiting.popleft()[1])
+        _answer(ready)
         with self._applied:
             self._applied_seq = journaled[-1].seq
             self._applied.notify_all()
@@ -843,8 +859,8 @@ class SQLiteStorage:
                 with self._journal_lock:
                     self._jobs.put(job)
                     self._journaled_seq = seq
-                    self._pending += job.weight
-                    full = self._pending > MAX_JOURNAL_PENDING
+                    self._journaled_records += job.weight
+                    full = self._journaled_records - self._applied_records > MAX_JOURNAL_PENDING
                 replayed += 1
                 records += job.weight
                 if full:
@@ -916,7 +932,7 @@ class SQLiteStorage:
         return {
             "acknowledged": self._journaled_seq,
             "stored": self._applied_seq,
-            "pendingRecords": self._pending,
+            "pendingRecords": self._journaled_records - self._applied_records,
             "deadLetters": self.dead_letters,
             "bytes": self._journal.size(),
         }
@@ -936,6 +952,15 @@ def _applier(prepared: list[_Statement]) -> Callable[[sqlite3.Connection], None]
                 conn.execute(sql, params)
 
     return apply
+
+
+def _answer(callbacks: Iterable[Callable[[BaseException | None], None]]) -> None:
+    """Call back batches answered once there was room (a failing callback is logged)."""
+    for callback in callbacks:
+        try:
+            callback(None)
+        except Exception as exc:  # never let a caller's callback stop the writer thread
+            log.error("sqlite write callback failed", error=repr(exc))
 
 
 def _transient(error: BaseException) -> bool:
