@@ -12,6 +12,7 @@ batches committed beside it are stored and the next ones go through.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -35,6 +36,24 @@ def _body(prefix: str, count: int, name: str = "ok") -> bytes:
     ]  # fmt: skip
     query, variables = steps_query_builder(steps), steps_variables_builder(steps)
     return json.dumps({"query": query, "variables": variables}).encode()
+
+
+def refuse_boom_steps(db_path: Path) -> None:
+    """Make a write fail for real: another connection adds a trigger to the collector's
+    database that refuses every step named ``boom``."""
+    with contextlib.closing(sqlite3.connect(db_path)) as db:
+        db.execute(
+            "CREATE TRIGGER boom BEFORE INSERT ON step WHEN NEW.name = 'boom' "
+            "BEGIN SELECT RAISE(ABORT, 'refused by the test trigger'); END"
+        )
+        db.commit()
+
+
+def accept_boom_steps(db_path: Path) -> None:
+    """Undo :func:`refuse_boom_steps`."""
+    with contextlib.closing(sqlite3.connect(db_path)) as db:
+        db.execute("DROP TRIGGER boom")
+        db.commit()
 
 
 def _count(client: httpx.Client, thread_id: str) -> int:
@@ -84,12 +103,7 @@ def test_a_failing_write_is_answered_500_and_spares_the_others(tmp_path: Path) -
     with CollectorProcess(tmp_path, api_key=KEY, env=NO_JOURNAL) as proc:
         client = httpx.Client(base_url=proc.url, headers=HEADERS, timeout=30)
         assert client.post("/api/graphql", content=_body("warm", 5)).status_code == 200
-        db = sqlite3.connect(tmp_path / "collector.db")
-        db.execute(
-            "CREATE TRIGGER boom BEFORE INSERT ON step WHEN NEW.name = 'boom' "
-            "BEGIN SELECT RAISE(ABORT, 'refused by the test trigger'); END"
-        )
-        db.commit()
+        refuse_boom_steps(tmp_path / "collector.db")
         results: dict[str, httpx.Response] = {}
 
         def send(prefix: str, name: str) -> None:
@@ -111,9 +125,7 @@ def test_a_failing_write_is_answered_500_and_spares_the_others(tmp_path: Path) -
         for prefix, answer in results.items():
             assert answer.status_code == 200, answer.text
             assert _count(client, f"{prefix}-t") == 5
-        db.execute("DROP TRIGGER boom")
-        db.commit()
-        db.close()
+        accept_boom_steps(tmp_path / "collector.db")
         retry = client.post("/api/graphql", content=_body("bad", 5, "boom"))
         assert retry.status_code == 200
         assert all(v["ok"] for v in retry.json()["data"].values())
@@ -124,13 +136,7 @@ def test_a_failing_write_is_answered_500_and_spares_the_others(tmp_path: Path) -
 def test_a_failing_write_on_the_thread_path_is_answered_500_too(tmp_path: Path) -> None:
     """The first request of a document shape runs on a worker thread: same answer."""
     with CollectorProcess(tmp_path, api_key=KEY) as proc:
-        db = sqlite3.connect(tmp_path / "collector.db")
-        db.execute(
-            "CREATE TRIGGER boom BEFORE INSERT ON step WHEN NEW.name = 'boom' "
-            "BEGIN SELECT RAISE(ABORT, 'refused by the test trigger'); END"
-        )
-        db.commit()
-        db.close()
+        refuse_boom_steps(tmp_path / "collector.db")
         with httpx.Client(base_url=proc.url, headers=HEADERS, timeout=30) as client:
             answer = client.post("/api/graphql", content=_body("first", 7, "boom"))
             assert answer.status_code == 500

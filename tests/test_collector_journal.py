@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
-from test_collector_deferred import _body, _count
+from test_collector_deferred import _body, _count, accept_boom_steps, refuse_boom_steps
 
 from agent.collector import _sqlite
 from agent.collector._journal import APPLIED_KEY, Journal, JournalError
@@ -50,6 +50,14 @@ def _submit(storage: SQLiteStorage, prefix: str, count: int, name: str = "ok") -
     thread = [Write("thread", [{"id": f"{prefix}-t"}], "insert_missing")]
     storage.submit_columns(thread, "step", _columns(prefix, count, name), answers.append)
     return answers
+
+
+def _database_full(storage: SQLiteStorage, full: bool) -> None:
+    """SQLITE_FULL for real: the writer's own connection may not grow the file any more."""
+    with storage._conn_lock:
+        pages = storage._write_conn.execute("PRAGMA page_count").fetchone()[0]
+        limit = pages if full else 1073741823
+        storage._write_conn.execute(f"PRAGMA max_page_count = {limit}")
 
 
 class _WriteLock:
@@ -233,16 +241,13 @@ sys.stdin.readline()
 def test_a_full_database_keeps_the_batch_and_retries_it(tmp_path: Path) -> None:
     storage = open_sqlite(tmp_path, ingest_journal=True)
     try:
-        with storage._conn_lock:  # the writer's own connection: SQLITE_FULL, for real
-            pages = storage._write_conn.execute("PRAGMA page_count").fetchone()[0]
-            storage._write_conn.execute(f"PRAGMA max_page_count = {pages}")
+        _database_full(storage, True)
         answers = _submit(storage, "full", 200)
         assert answers == [None]
         time.sleep(0.3)  # a few attempts fail meanwhile
         stats = storage.ingest_journal_stats()
         assert stats is not None and stats["stored"] == 0 and stats["acknowledged"] == 1
-        with storage._conn_lock:
-            storage._write_conn.execute("PRAGMA max_page_count = 1073741823")
+        _database_full(storage, False)
         assert len(storage.get("step", [f"full-{i}" for i in range(200)])) == 200
         assert storage.dead_letters == 0
     finally:
@@ -252,13 +257,7 @@ def test_a_full_database_keeps_the_batch_and_retries_it(tmp_path: Path) -> None:
 def test_a_refused_batch_goes_to_the_dead_letter_folder(tmp_path: Path) -> None:
     storage = open_sqlite(tmp_path, ingest_journal=True)
     try:
-        db = sqlite3.connect(tmp_path / "collector.db")
-        db.execute(
-            "CREATE TRIGGER boom BEFORE INSERT ON step WHEN NEW.name = 'boom' "
-            "BEGIN SELECT RAISE(ABORT, 'refused by the test trigger'); END"
-        )
-        db.commit()
-        db.close()
+        refuse_boom_steps(tmp_path / "collector.db")
         with _WriteLock(tmp_path / "collector.db"):  # queued behind the lock
             assert _submit(storage, "before", 2) == [None]
             assert _submit(storage, "bad", 2, name="boom") == [None]
@@ -306,14 +305,11 @@ def test_a_read_gives_up_when_the_journal_cannot_be_stored(
     monkeypatch.setattr(_sqlite, "JOURNAL_BARRIER_SECONDS", 0.3)
     storage = open_sqlite(tmp_path, ingest_journal=True)
     try:
-        with storage._conn_lock:
-            pages = storage._write_conn.execute("PRAGMA page_count").fetchone()[0]
-            storage._write_conn.execute(f"PRAGMA max_page_count = {pages}")
+        _database_full(storage, True)
         _submit(storage, "stuck", 100)
         with pytest.raises(StorageError, match=r"still not stored after 0\.3 s"):
             storage.get("step", ["stuck-0"])
-        with storage._conn_lock:
-            storage._write_conn.execute("PRAGMA max_page_count = 1073741823")
+        _database_full(storage, False)
         assert "stuck-0" in storage.get("step", ["stuck-0"])
     finally:
         storage.close()
@@ -387,13 +383,7 @@ def test_collector_keeps_a_refused_batch_in_the_dead_letter_folder(tmp_path: Pat
     with CollectorProcess(tmp_path, api_key=KEY) as proc:
         client = httpx.Client(base_url=proc.url, headers=HEADERS, timeout=30)
         assert client.post("/api/graphql", content=_body("warm", 5)).status_code == 200
-        db = sqlite3.connect(tmp_path / "collector.db")
-        db.execute(
-            "CREATE TRIGGER boom BEFORE INSERT ON step WHEN NEW.name = 'boom' "
-            "BEGIN SELECT RAISE(ABORT, 'refused by the test trigger'); END"
-        )
-        db.commit()
-        db.close()
+        refuse_boom_steps(tmp_path / "collector.db")
         bad = client.post("/api/graphql", content=_body("bad", 5, "boom"))
         good = client.post("/api/graphql", content=_body("good", 5))
         assert bad.status_code == 200 and good.status_code == 200  # answered once journaled
@@ -413,10 +403,7 @@ def test_collector_keeps_a_refused_batch_in_the_dead_letter_folder(tmp_path: Pat
     again = _replay_command(tmp_path)  # the cause is still there: refused again, kept
     assert again.returncode == 1 and "refused by the test trigger" in again.stderr
     assert letters[0].exists()
-    db = sqlite3.connect(tmp_path / "collector.db")
-    db.execute("DROP TRIGGER boom")  # the cause fixed
-    db.commit()
-    db.close()
+    accept_boom_steps(tmp_path / "collector.db")  # the cause fixed
     replayed = _replay_command(tmp_path)
     assert replayed.returncode == 0, replayed.stderr
     assert "1 dead-letter batches stored, 0 refused" in replayed.stdout
