@@ -49,7 +49,6 @@ _NULL_RAW = msgspec.Raw(_NULL)
 #: ``ingestStep`` arguments read column-wise, by how they are checked.
 _STRING_ARGS = frozenset(("id", "threadId", "parentId", "rootRunId", "type", "name", "startTime",
                           "endTime", "error"))  # fmt: skip
-_JSON_ARGS = frozenset(("input", "output", "metadata"))
 _NESTED_ARGS = ("generation", "scores", "attachments")
 _NO_NESTED = frozenset((_NULL, _EMPTY_LIST))
 _str = msgspec.json.Decoder(str | None)
@@ -252,32 +251,43 @@ def _json_column(raws: list[Any], text_type: type[str]) -> list[Any]:
     return texts
 
 
-def _step_columns(
-    plan: Plan, variables: RawVariables, ctx: RequestContext, text_type: type[str]
+def _checked_columns(
+    column: Callable[[str], list[Any]], decode_strings: bool, text_type: type[str], env: str
 ) -> StepColumns | None:
     """The common ``send_steps`` batch, checked column-wise (one decoder call per value, no
     per-step Python); ``None`` when the batch needs the per-step path (nested objects, a
-    value of the wrong type, an invalid step). JSON columns hold ``text_type`` text."""
-    get: Callable[..., Any] = variables.get  # keys may be None (argument not passed)
+    value of the wrong type, an invalid step). ``column(arg)`` gives an argument's values,
+    one per step: raw JSON, except string arguments when not ``decode_strings`` (decoded
+    already). JSON columns hold ``text_type`` text."""
     columns: list[list[Any]] = []
     try:
         for arg in _NESTED_ARGS:
-            raws = list(map(get, plan.columns[arg], repeat(_NULL_RAW)))
-            if not _NO_NESTED.issuperset(map(bytes, raws)):
+            if not _NO_NESTED.issuperset(map(bytes, column(arg))):
                 return None
         for arg in COLUMN_ARGS:
-            raws = list(map(get, plan.columns[arg], repeat(_NULL_RAW)))
+            values = column(arg)
             if arg in _STRING_ARGS:
-                columns.append(list(map(_str.decode, raws)))
-            elif arg in _JSON_ARGS:
-                columns.append(_json_column(raws, text_type))
-            else:  # tags: [String!], kept as text once checked
-                for _ in map(_str_list.decode, raws):
+                columns.append(list(map(_str.decode, values)) if decode_strings else values)
+                continue
+            if arg == "tags":  # [String!], kept as text once checked
+                for _ in map(_str_list.decode, values):
                     pass
-                columns.append(_json_column(raws, text_type))
+            columns.append(_json_column(values, text_type))
     except msgspec.DecodeError:
         return None
-    return check_columns(columns, ctx.environment)
+    return check_columns(columns, env)
+
+
+def _step_columns(
+    plan: Plan, variables: RawVariables, ctx: RequestContext, text_type: type[str]
+) -> StepColumns | None:
+    """:func:`_checked_columns` of a batch whose variables are decoded into a dict."""
+    get: Callable[..., Any] = variables.get  # keys may be None (argument not passed)
+
+    def column(arg: str) -> list[Any]:
+        return list(map(get, plan.columns[arg], repeat(_NULL_RAW)))
+
+    return _checked_columns(column, True, text_type, ctx.environment)
 
 
 def _ingest_columns(
@@ -351,29 +361,18 @@ def _learn_layout(plan: Plan, variables: RawVariables) -> _Layout | Literal[Fals
 
 
 def _layout_columns(layout: _Layout, values: tuple[Any, ...], env: str) -> StepColumns | None:
-    """:func:`_step_columns` for a batch decoded with ``layout`` (same checks, same result)."""
+    """:func:`_checked_columns` of a batch decoded with ``layout`` (same checks, same
+    result as :func:`_step_columns`)."""
     for index in layout.required:
         value = values[index]
         if value is None or (type(value) is msgspec.Raw and bytes(value) == _NULL):
             return None
     stride, position = layout.stride, layout.position
-    for arg in _NESTED_ARGS:
-        if not _NO_NESTED.issuperset(map(bytes, values[position[arg] :: stride])):
-            return None
-    columns: list[list[Any]] = []
-    try:
-        for arg in COLUMN_ARGS:
-            column = list(values[position[arg] :: stride])
-            if arg in _STRING_ARGS:
-                columns.append(column)
-                continue
-            if arg == "tags":  # [String!], kept as text once checked
-                for _ in map(_str_list.decode, column):
-                    pass
-            columns.append(_json_column(column, str))
-    except msgspec.DecodeError:
-        return None
-    return check_columns(columns, env)
+
+    def column(arg: str) -> list[Any]:
+        return list(values[position[arg] :: stride])
+
+    return _checked_columns(column, False, str, env)
 
 
 _raw_dict = msgspec.json.Decoder(dict[str, msgspec.Raw] | None)
